@@ -1,0 +1,47 @@
+# Two commands matter to a newcomer: `make build` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Debian packages the tests drive for real (browser, mail and database servers come later).
+SYSTEM_PACKAGES ?=
+
+.PHONY: build test check site refs lint bench golden clean system-deps
+
+build: $(STAMP)
+	$(BIN)/digest check
+	$(BIN)/digest build
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/digest check
+
+lint: $(STAMP)
+	$(BIN)/ruff check digest tests bench
+	$(BIN)/digest check
+
+bench: $(STAMP)
+	$(BIN)/python bench/check.py
+
+# Rewrite the committed expected outputs of golden tests after an intended change.
+golden: $(STAMP)
+	DIGEST_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -k golden
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+clean:
+	rm -rf site outbox .pytest_cache .hypothesis

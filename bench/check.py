@@ -1,0 +1,52 @@
+"""How fast `digest check` validates 1,000 and 10,000 synthetic notes (one core).
+
+Goal: 10,000 notes in under 2 s, and linear cost (10k/1k ≤ 11x).
+Run: .venv/bin/python bench/check.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.synthetic import write_content  # noqa: E402
+from digest.check import check  # noqa: E402
+
+
+def time_check(content: Path, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = check(content, today=dt.date(2030, 1, 1))
+        best = min(best, time.perf_counter() - start)
+        assert result.ok, result.lines()[:5]
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size; the best is reported")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    args = parser.parse_args()
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            content = write_content(Path(tmp) / str(size), size)
+            kib = sum(p.stat().st_size for p in content.rglob("*.yml")) / 1024
+            times[size] = time_check(content, args.repeat)
+            print(f"{size:>6} notes ({kib / 1024:.1f} MiB): check {times[size]:.3f} s "
+                  f"({times[size] / size * 1e6:.0f} µs/note)")
+    if len(times) >= 2:
+        small, large = min(times), max(times)
+        print(f"ratio {large}/{small}: {times[large] / times[small]:.2f}x (goal ≤ {large / small * 1.1:.0f}x); "
+              f"{large} notes {'under' if times[large] < 2 else 'OVER'} the 2 s goal")
+
+
+if __name__ == "__main__":
+    main()

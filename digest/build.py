@@ -1,0 +1,43 @@
+"""`digest build`: the main job, on embedded defaults: content → site/ + this week's digest.
+
+Pelican-style: every stage builds its records first, then writes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .check import load_content
+from .refs import is_fresh, load_references, run_reference
+
+
+def _step(message: str) -> float:
+    print(f"digest build: {message}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def refresh_references(content_root: Path) -> None:
+    """Run the quick profile of every reference whose quick results are missing or stale.
+
+    Results are cached by code hash: an unchanged reference is not run again.
+    Full results are never rerun here (hours); stale ones fail the check below.
+    """
+    for ref in load_references(content_root).values():
+        if "quick" in ref.manifest.profiles and not is_fresh(ref, "quick"):
+            run_reference(ref, "quick")
+        else:
+            _step(f"{ref.name}: results are current (cached by code hash)")
+
+
+def build(content_root: Path, site_dir: Path, outbox: Path) -> None:
+    start = _step("running references whose results are missing or stale")
+    refresh_references(content_root)
+    _step("checking content")
+    content, refs = load_content(content_root)
+    _step(f"{len(content.published)} notes valid; building site into {site_dir}/")
+    from . import mkdocs_adapter
+
+    mkdocs_adapter.build(site_dir=str(site_dir))
+    _step(f"done in {time.perf_counter() - start:.1f}s")

@@ -1,0 +1,79 @@
+"""`digest check`: load, validate content and references, report every problem in one pass.
+
+``inspect`` is shared by the CLI, ``digest build`` and the MkDocs adapter, so all
+three judge content the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from .diagnostics import Diagnostic, summary
+from .errors import ContentInvalid
+from .load import load
+from .model import Content
+from .refs import Reference, check_references, load_references
+from .validate import validate
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    content: Content | None  # None when there are errors
+    references: dict[str, Reference]
+    diagnostics: list[Diagnostic]
+    files: int
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+    def lines(self, github: bool = False) -> list[str]:
+        out = [d.format() for d in self.diagnostics]
+        if github:
+            out += [d.github() for d in self.diagnostics]
+        out.append(summary(self.diagnostics, self.files))
+        return out
+
+
+def inspect(root: Path, today: dt.date | None = None) -> CheckResult:
+    """Read and judge everything under ``root`` (the content/ folder)."""
+    raw = load(root)
+    diagnostics: list[Diagnostic] = []
+    refs = load_references(root, diagnostics)
+    content, found = validate(raw, today, {name: ref.manifest for name, ref in refs.items()})
+    diagnostics = sorted(diagnostics + found + check_references(refs, root),
+                         key=lambda d: (d.path, d.line, d.col))
+    files = len(raw.notes) + (raw.tags is not None) + (raw.people is not None) + len(refs)
+    ok = not any(d.severity == "error" for d in diagnostics)
+    return CheckResult(content if ok else None, refs, diagnostics, files)
+
+
+def _selected(diagnostic: Diagnostic, only: list[str]) -> bool:
+    return any(diagnostic.path == p or diagnostic.path.startswith(p.rstrip("/") + "/") for p in only)
+
+
+def check(root: Path, paths: list[str] | None = None, today: dt.date | None = None) -> CheckResult:
+    """Check all content; with ``paths``, report only problems in those files or folders.
+
+    Every file is still read, so cross-file rules (duplicate slugs) see the whole content.
+    """
+    result = inspect(root, today)
+    if not paths:
+        return result
+    base = Path(root).resolve().parent
+    only = []
+    for p in paths:
+        resolved = Path(p).resolve()
+        only.append(resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else p)
+    kept = [d for d in result.diagnostics if _selected(d, only)]
+    return CheckResult(result.content, result.references, kept, result.files)
+
+
+def load_content(root: Path, today: dt.date | None = None) -> tuple[Content, dict[str, Reference]]:
+    """Valid content and references, for the stages after validation; ContentInvalid otherwise."""
+    result = inspect(root, today)
+    if result.content is None:
+        raise ContentInvalid(result.diagnostics)
+    return result.content, result.references

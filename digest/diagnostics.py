@@ -1,0 +1,43 @@
+"""One problem found in content, and the two ways it is printed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    path: str
+    line: int
+    col: int
+    severity: str  # "error" or "warning"
+    message: str
+    hint: str = ""
+
+    def format(self) -> str:
+        """``file:line:col: error: what is wrong (how to fix it)`` on one line."""
+        hint = f" — {self.hint}" if self.hint else ""
+        return f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}{hint}"
+
+    def github(self) -> str:
+        """A GitHub Actions workflow command, shown on the pull request's changed lines."""
+        text = self.message + (f" — {self.hint}" if self.hint else "")
+        return (
+            f"::{self.severity} file={_prop(self.path)},line={self.line},col={self.col},"
+            f"title=digest check::{_data(text)}"
+        )
+
+
+def _data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _prop(text: str) -> str:
+    return _data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def summary(diagnostics, files: int) -> str:
+    errors = sum(d.severity == "error" for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    verdict = "ok" if not errors else "failed"
+    return f"digest check {verdict}: {files} file(s), {errors} error(s), {warnings} warning(s)"

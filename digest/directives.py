@@ -1,0 +1,91 @@
+"""Result directives in note bodies: the only way a number or figure from a run reaches a page.
+
+    {{ ref("backprop-gates", "neuron.output", fmt=".4f") }}   → the value, formatted
+    {{ ref_figure("pong-reinforce", "learning_curve") }}      → the figure with a caption
+
+Bodies come from strangers' pull requests, so they are never evaluated as
+templates: these two forms are matched by a regular expression, their
+arguments must be string literals, and anything else in ``{{ }}`` is left as text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# Opening of a directive: enough to find mistakes (a typo in an argument) and point at them.
+OPENING_RE = re.compile(r"\{\{\s*(ref|ref_figure)\s*\(")
+DIRECTIVE_RE = re.compile(
+    r"""\{\{\s*(?P<kind>ref|ref_figure)\s*\(\s*
+        (?P<q1>["'])(?P<name>[a-z0-9-]+)(?P=q1)\s*,\s*
+        (?P<q2>["'])(?P<item>[A-Za-z0-9_.-]+)(?P=q2)\s*
+        (?:,\s*fmt\s*=\s*(?P<q3>["'])(?P<fmt>[^"']*)(?P=q3)\s*)?
+        \)\s*\}\}""",
+    re.VERBOSE,
+)
+# A safe subset of Python's format spec: fill/align, sign, width, grouping, precision, type.
+FORMAT_RE = re.compile(r"^[<>=^]?[+\- ]?#?0?\d{0,2}[,_]?(?:\.\d{1,2})?[eEfFgGd%]?$")
+
+
+@dataclass(frozen=True)
+class Directive:
+    kind: str  # "ref" or "ref_figure"
+    name: str  # reference name
+    item: str  # metric or figure stem
+    fmt: str | None
+    line: int  # 0-based line inside the body
+    col: int  # 0-based column inside that line
+    start: int  # offsets in the body
+    end: int
+
+
+@dataclass(frozen=True)
+class Malformed:
+    line: int
+    col: int
+    text: str
+
+
+def scan(body: str) -> Iterator[Directive | Malformed]:
+    """Every directive in ``body``, and every opening that does not parse as one."""
+    line_starts = [0] + [i + 1 for i, ch in enumerate(body) if ch == "\n"]
+
+    def where(offset: int) -> tuple[int, int]:
+        lo, hi = 0, len(line_starts) - 1
+        while lo < hi:  # last line start <= offset
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if line_starts[mid] <= offset else (lo, mid - 1)
+        return lo, offset - line_starts[lo]
+
+    for opening in OPENING_RE.finditer(body):
+        line, col = where(opening.start())
+        match = DIRECTIVE_RE.match(body, opening.start())
+        if match is None:
+            snippet = body[opening.start(): body.find("\n", opening.start()) % (len(body) + 1)][:80]
+            yield Malformed(line, col, snippet)
+            continue
+        yield Directive(match["kind"], match["name"], match["item"], match["fmt"], line, col,
+                        match.start(), match.end())
+
+
+def expand(body: str, render) -> str:
+    """Replace each directive by ``render(directive)``; malformed openings stay as text."""
+    parts, last = [], 0
+    for found in scan(body):
+        if isinstance(found, Directive):
+            parts.append(body[last:found.start])
+            parts.append(render(found))
+            last = found.end
+    parts.append(body[last:])
+    return "".join(parts)
+
+
+def format_metric(value: float, fmt: str | None) -> str:
+    """``format(value, fmt)``, with integral floats accepted by integer formats ("d")."""
+    if fmt and fmt.endswith("d") and float(value).is_integer():
+        value = int(value)
+    try:
+        return format(value, fmt or "")
+    except ValueError as exc:
+        raise ValueError(f"cannot format {value!r} with fmt='{fmt}': {exc}") from None

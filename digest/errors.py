@@ -1,0 +1,60 @@
+"""Errors of the digest package, for the person who must act on them.
+
+    DigestError                 base: anything the CLI reports as a message, never a traceback
+    ├── ContentError            content could not be checked at all (no content/ folder, ...)
+    │   └── ContentInvalid      `digest check` found errors; carries every diagnostic at once
+    ├── YamlInputError          one YAML file cannot be read safely (syntax, encoding, size,
+    │                           aliases, nesting); carries the file, line and column
+    ├── UsageError              a command was called with arguments that cannot work
+    └── ReferenceRunError       a reference implementation failed, timed out or left
+                                its outputs incomplete
+
+Each message says what is wrong and how to fix it, in one line where it can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DigestError(Exception):
+    """Base class: the CLI prints ``str(error)`` and exits non-zero."""
+
+    exit_code = 2
+
+
+class ContentError(DigestError):
+    """Raised when the content folder itself is missing or unreadable."""
+
+
+class ContentInvalid(ContentError):
+    """Raised when validation found errors; ``diagnostics`` lists all of them."""
+
+    exit_code = 1
+
+    def __init__(self, diagnostics):
+        self.diagnostics = list(diagnostics)
+        errors = sum(1 for d in self.diagnostics if d.severity == "error")
+        super().__init__(f"content has {errors} error(s); run `digest check` to see them")
+
+
+@dataclass
+class YamlInputError(DigestError):
+    """Raised by the safe YAML reader; ``line`` and ``col`` are 1-based."""
+
+    path: str
+    line: int
+    col: int
+    message: str
+    hint: str = ""
+
+    def __post_init__(self):
+        super().__init__(f"{self.path}:{self.line}:{self.col}: {self.message}")
+
+
+class UsageError(DigestError):
+    """Raised when a command's arguments cannot work (unknown week, missing value, ...)."""
+
+
+class ReferenceRunError(DigestError):
+    """Raised when a reference implementation fails, times out or misses outputs."""

@@ -1,0 +1,104 @@
+"""Stage 1, load: find the content files and read each into marked YAML nodes.
+
+Nothing here judges meaning; a file that cannot be read safely becomes a
+diagnostic and the others are still read, so one pass reports every problem.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .diagnostics import Diagnostic
+from .errors import ContentError, YamlInputError
+from .yamlread import Node, decode, parse
+
+NOTES_DIR = "notes"
+TAGS_FILE = "tags.yml"
+PEOPLE_FILE = "people.yml"
+REFS_DIR = "refs"
+REF_MANIFEST = "ref.yml"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # as shown to people: relative to the project root, POSIX slashes
+    text: str | None  # None when unreadable
+    node: Node | None
+
+
+@dataclass(frozen=True)
+class RawContent:
+    root: Path
+    notes: list[SourceFile]
+    tags: SourceFile | None
+    people: SourceFile | None
+    diagnostics: list[Diagnostic]
+
+
+def display_path(path: Path, root: Path) -> str:
+    base = root.resolve().parent
+    try:
+        return path.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+@contextmanager
+def gc_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_one(path: Path, shown: str, diagnostics: list[Diagnostic]) -> SourceFile:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        diagnostics.append(Diagnostic(shown, 1, 1, "error", f"cannot read file: {exc.strerror}"))
+        return SourceFile(shown, None, None)
+    try:
+        text = decode(shown, data)
+        return SourceFile(shown, text, parse(shown, text))
+    except YamlInputError as exc:
+        diagnostics.append(Diagnostic(shown, exc.line, exc.col, "error", exc.message, exc.hint))
+        return SourceFile(shown, None, None)
+
+
+def note_paths(root: Path) -> list[Path]:
+    found = []
+    for folder, _, names in os.walk(root / NOTES_DIR):
+        found.extend(Path(folder, n) for n in names if n.endswith((".yml", ".yaml")))
+    return sorted(found)
+
+
+def load(root: Path) -> RawContent:
+    """Read every content file under ``root`` (the content/ folder)."""
+    root = Path(root)
+    if not (root / NOTES_DIR).is_dir():
+        raise ContentError(f"no notes folder at {root / NOTES_DIR}; run digest from the project root "
+                           "or pass --content PATH")
+    diagnostics: list[Diagnostic] = []
+
+    def registry(name: str) -> SourceFile | None:
+        path = root / name
+        if not path.is_file():
+            diagnostics.append(Diagnostic(display_path(path, root), 1, 1, "error",
+                                          f"registry {name} is missing", f"create {name}"))
+            return None
+        return read_one(path, display_path(path, root), diagnostics)
+
+    tags = registry(TAGS_FILE)
+    people = registry(PEOPLE_FILE)
+    shown_root = display_path(root, root)
+    with gc_paused():  # many small objects, no cycles: the collector only costs time here
+        notes = [read_one(p, f"{shown_root}/{p.relative_to(root).as_posix()}", diagnostics)
+                 for p in note_paths(root)]
+    return RawContent(root, notes, tags, people, diagnostics)

@@ -1,0 +1,387 @@
+"""Stage 3, run references: execute reference implementations and keep their results true.
+
+A reference is ``content/refs/<name>/`` (see ``content/refs/README.md``). Running
+it writes ``results/<profile>/results.json`` and its figures, stamped with
+``code_sha256`` (``digest.refhash``) and the versions of its key packages.
+
+* ``digest check`` reports committed results whose code hash no longer matches
+  (an error naming the refresh command) and package versions whose major or
+  minor version changed since the run (a warning).
+* ``digest refs verify`` reruns the quick profile and compares each metric with
+  the committed quick results within the manifest's tolerance.
+* ``digest build`` reruns only references whose results are missing or stale.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .diagnostics import Diagnostic
+from .errors import ReferenceRunError, UsageError
+from .load import REF_MANIFEST, REFS_DIR, display_path, read_one
+from .model import PROFILES, RefManifest
+from .refhash import PROJECT_ROOT, code_sha256
+from .validate import _Reader
+
+RESULTS_FILE = "results.json"
+FIGURE_SUFFIXES = (".png", ".svg", ".gif", ".webp")
+STDERR_TAIL = 15
+# Pin BLAS threads: on 2 cores an unpinned OpenBLAS oversubscribes and runs slower.
+CHILD_ENV = {
+    "MPLBACKEND": "Agg",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+@dataclass(frozen=True)
+class Results:
+    """One run's ``results.json``."""
+
+    name: str
+    profile: str
+    code_sha256: str
+    python: str
+    numpy: str
+    packages: dict[str, str]
+    platform: str
+    seed: int
+    started: str
+    finished: str
+    wall_seconds: float
+    metrics: dict[str, float]
+    figures: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def finished_date(self) -> str:
+        return self.finished[:10]
+
+
+@dataclass(frozen=True)
+class Reference:
+    manifest: RefManifest
+    dir: Path
+    results: dict[str, Results]  # committed results by profile
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def results_dir(self, profile: str) -> Path:
+        return self.dir / "results" / profile
+
+    def state_dir(self, profile: str) -> Path:
+        return self.dir / "state" / profile
+
+    def shown(self) -> Results | None:
+        """What the site shows: the full result when there is one, else the quick one."""
+        return self.results.get("full") or self.results.get("quick")
+
+
+def read_results(path: Path) -> Results:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Results(**data)
+
+
+def load_references(content_root: Path, diagnostics: list[Diagnostic] | None = None) -> dict[str, Reference]:
+    """Every reference with a readable manifest; problems go to ``diagnostics``."""
+    diagnostics = [] if diagnostics is None else diagnostics
+    refs: dict[str, Reference] = {}
+    refs_dir = Path(content_root) / REFS_DIR
+    for manifest_path in sorted(refs_dir.glob(f"*/{REF_MANIFEST}")):
+        ref_dir = manifest_path.parent
+        source = read_one(manifest_path, display_path(manifest_path, content_root), diagnostics)
+        if source.node is None:
+            continue
+        reader = _Reader(source, diagnostics)
+        manifest = reader.record(RefManifest, source.node, extra={"name": ref_dir.name, "path": source.path})
+        if manifest is None:
+            continue
+        if not (ref_dir / manifest.entry).is_file():
+            diagnostics.append(Diagnostic(source.path, 1, 1, "error", f"entry '{manifest.entry}' does not exist",
+                                          f"create {ref_dir.name}/{manifest.entry} or fix 'entry'"))
+            continue
+        results = {}
+        for profile in PROFILES:
+            path = ref_dir / "results" / profile / RESULTS_FILE
+            if path.is_file():
+                try:
+                    results[profile] = read_results(path)
+                except (ValueError, TypeError) as exc:
+                    diagnostics.append(Diagnostic(display_path(path, content_root), 1, 1, "error",
+                                                  f"unreadable results ({exc})",
+                                                  f"rerun: digest refs run {ref_dir.name} --profile {profile}"))
+        refs[ref_dir.name] = Reference(manifest, ref_dir, results)
+    return refs
+
+
+def package_versions(names) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def check_references(refs: dict[str, Reference], content_root: Path) -> list[Diagnostic]:
+    """Stale results are errors; a changed major/minor package version is a warning."""
+    diagnostics = []
+    for ref in refs.values():
+        if not ref.results:
+            continue
+        current = code_sha256(ref.dir)
+        installed = package_versions(ref.manifest.packages)
+        installed["python"] = platform.python_version()
+        for profile, result in ref.results.items():
+            shown = display_path(ref.results_dir(profile) / RESULTS_FILE, content_root)
+            if result.code_sha256 != current:
+                diagnostics.append(Diagnostic(
+                    shown, 1, 1, "error",
+                    f"results of '{ref.name}' ({profile}) are stale: its code changed since they were made "
+                    f"(code_sha256 {result.code_sha256[:12]} ≠ {current[:12]})",
+                    f"refresh them: digest refs run {ref.name} --profile {profile}"))
+            recorded = dict(result.packages, python=result.python)
+            for package, version in recorded.items():
+                now = installed.get(package)
+                if now and _major_minor(now) != _major_minor(version):
+                    diagnostics.append(Diagnostic(
+                        shown, 1, 1, "warning",
+                        f"'{ref.name}' ({profile}) ran with {package} {version}, now {now} is installed",
+                        f"rerun to confirm: digest refs run {ref.name} --profile {profile}"))
+    return diagnostics
+
+
+def is_fresh(ref: Reference, profile: str) -> bool:
+    result = ref.results.get(profile)
+    return result is not None and result.code_sha256 == code_sha256(ref.dir)
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _relay(stream, prefix: str, tail: collections.deque, progress: Callable[[str], None]) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip()
+        tail.append(line)
+        progress(f"{prefix}{line}")
+    stream.close()
+
+
+def _state_hash_file(state_dir: Path) -> Path:
+    return state_dir / "code_sha256.txt"
+
+
+def _prepare_state(state: Path, code: str, resume: bool, name: str) -> Path:
+    """The folder for checkpoints; a resumed run must find state made by the same code."""
+    marker = _state_hash_file(state)
+    if resume:
+        if marker.is_file():
+            recorded = marker.read_text().split()[0] if marker.read_text().strip() else ""
+            if recorded != code:
+                raise UsageError(
+                    f"{name}: the saved state in {state} was made by other code "
+                    f"({recorded[:12]} ≠ {code[:12]}); rerun without --resume to start over")
+        return state
+    state.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{code}\n")
+    return state
+
+
+def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, seed: int,
+                     started: str, wall: float) -> Results:
+    metrics_path = out / "metrics.json"
+    if not metrics_path.is_file():
+        raise ReferenceRunError(f"{ref.name} ({profile}) wrote no metrics.json")
+    try:
+        raw = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ReferenceRunError(f"{ref.name} ({profile}) wrote unreadable metrics.json: {exc}") from None
+    missing = [m for m in ref.manifest.metrics if m not in raw]
+    if missing:
+        raise ReferenceRunError(f"{ref.name} ({profile}) did not produce metrics: {', '.join(missing)}")
+    metrics = {}
+    for name in ref.manifest.metrics:
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ReferenceRunError(f"{ref.name} ({profile}) metric {name} is {value!r}, not a finite number")
+        metrics[name] = value
+    figures = {}
+    for stem in ref.manifest.figures:
+        files = [f"{stem}{suffix}" for suffix in FIGURE_SUFFIXES if (out / f"{stem}{suffix}").is_file()]
+        if not files:
+            raise ReferenceRunError(f"{ref.name} ({profile}) did not produce figure '{stem}' "
+                                    f"(expected {stem}.png and {stem}.svg, or {stem}.gif)")
+        figures[stem] = files
+    versions = package_versions(ref.manifest.packages)
+    return Results(
+        name=ref.name, profile=profile, code_sha256=code, python=platform.python_version(),
+        numpy=versions.get("numpy") or package_versions(["numpy"])["numpy"], packages=versions,
+        platform=platform.platform(), seed=seed, started=started, finished=_now(),
+        wall_seconds=round(wall, 3), metrics=metrics, figures=figures,
+    )
+
+
+def _install(out: Path, results: Results, target: Path) -> None:
+    """Replace ``target`` with the new results in one rename, so a failure leaves the old ones."""
+    staging = target.parent / f".{target.name}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for files in results.figures.values():
+        for name in files:
+            shutil.copy2(out / name, staging / name)
+    (staging / RESULTS_FILE).write_text(json.dumps(asdict(results), indent=2, sort_keys=True) + "\n",
+                                        encoding="utf-8")
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout: float | None = None,
+                  results_dir: Path | None = None, state_dir: Path | None = None,
+                  progress: Callable[[str], None] | None = None, extra_args: tuple[str, ...] = ()) -> Results:
+    """Run one profile in a subprocess and install its results; raise ReferenceRunError on failure."""
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    spec = ref.manifest.profiles.get(profile)
+    if spec is None:
+        raise UsageError(f"{ref.name} has no '{profile}' profile (it has: {', '.join(ref.manifest.profiles)})")
+    timeout = timeout or spec.timeout
+    code = code_sha256(ref.dir)
+    state = _prepare_state(state_dir or ref.state_dir(profile), code, resume, ref.name)
+    target = results_dir or ref.results_dir(profile)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"digest-{ref.name}-") as tmp:
+        out = Path(tmp)
+        command = [sys.executable, ref.manifest.entry, "--profile", profile, "--out", str(out),
+                   "--seed", str(ref.manifest.seed), "--state", str(state.resolve())]
+        command += ["--resume"] if resume else []
+        command += list(extra_args)
+        env = dict(os.environ, **CHILD_ENV)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        progress(f"[{ref.name}] running {profile} profile (time limit {timeout:.0f} s)")
+        started, start = _now(), time.monotonic()
+        proc = subprocess.Popen(command, cwd=ref.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        tail: collections.deque = collections.deque(maxlen=STDERR_TAIL)
+        readers = [threading.Thread(target=_relay, args=(stream, f"[{ref.name}] ", tail, progress), daemon=True)
+                   for stream in (proc.stdout, proc.stderr)]
+        for reader in readers:
+            reader.start()
+        try:
+            status = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise ReferenceRunError(_failure(ref.name, profile, f"timed out after {timeout:.0f} s", tail)) from None
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            for reader in readers:
+                reader.join(timeout=5)
+        wall = time.monotonic() - start
+        if status != 0:
+            how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            raise ReferenceRunError(_failure(ref.name, profile, how, tail))
+        if code_sha256(ref.dir) != code:
+            raise ReferenceRunError(f"{ref.name}: its code changed while it ran; run it again")
+        results = _collect_outputs(ref, out, profile, code, ref.manifest.seed, started, wall)
+        _install(out, results, target)
+    progress(f"[{ref.name}] {profile} done in {wall:.1f} s, {len(results.metrics)} metrics, "
+             f"{len(results.figures)} figures → {display_path(target, ref.dir.parent.parent)}")
+    return results
+
+
+def _failure(name: str, profile: str, how: str, tail) -> str:
+    lines = "\n".join(f"    {line}" for line in tail) or "    (no output)"
+    return f"reference {name} ({profile}) {how}; last lines of its output:\n{lines}"
+
+
+# --- comparing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    metric: str
+    expected: float | None
+    got: float | None
+    tolerance: str
+
+    @property
+    def delta(self) -> float | None:
+        if self.expected is None or self.got is None:
+            return None
+        return self.got - self.expected
+
+
+def compare(ref: Reference, expected: Results, got: Results) -> list[Drift]:
+    """Metrics outside their tolerance (or missing on one side)."""
+    drifts = []
+    for name, metric in ref.manifest.metrics.items():
+        band = metric.band
+        if band is None:
+            continue
+        a, b = expected.metrics.get(name), got.metrics.get(name)
+        if a is None or b is None or abs(b - a) > band:
+            drifts.append(Drift(name, a, b, metric.tolerance))
+    return drifts
+
+
+def drift_table(name: str, drifts: list[Drift]) -> str:
+    rows = [("metric", "expected", "got", "delta", "tolerance")]
+    for d in drifts:
+        rows.append((d.metric, _fmt(d.expected), _fmt(d.got), _fmt(d.delta), d.tolerance))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [f"{name}: {len(drifts)} metric(s) drifted beyond tolerance"]
+    for i, row in enumerate(rows):
+        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.6g}"
+
+
+def verify(ref: Reference, progress: Callable[[str], None] | None = None) -> list[Drift]:
+    """Rerun the quick profile into a temporary folder and compare with the committed quick results."""
+    expected = ref.results.get("quick")
+    if expected is None:
+        raise UsageError(f"{ref.name} has no committed quick results to compare with; "
+                         f"run: digest refs run {ref.name} --profile quick")
+    with tempfile.TemporaryDirectory(prefix=f"digest-verify-{ref.name}-") as tmp:
+        got = run_reference(ref, "quick", results_dir=Path(tmp) / "quick", state_dir=Path(tmp) / "state",
+                            progress=progress)
+    return compare(ref, expected, got)

@@ -1,0 +1,450 @@
+"""Stage 2, validate: marked YAML nodes → typed records, and every problem in one pass.
+
+Field rules come from the dataclass fields of ``digest.model``; cross-file
+rules (unknown tag or person ids, duplicate slugs, path disagreeing with
+fields, refs naming no reference) run once every file is read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import datetime as dt
+import difflib
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import PurePosixPath
+from types import UnionType
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from . import directives
+from .diagnostics import Diagnostic
+from .load import RawContent, SourceFile, gc_paused
+from .model import ID_RE, Content, Note, Person, RefManifest, Tag
+from .yamlread import Map, Node, Scalar, Seq, one_line
+
+SEOUL = ZoneInfo("Asia/Seoul")
+NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: no trailing newline, ASCII digits only
+OPENINGS_RE = re.compile(r"(?=\{\{)")
+_BAD = object()
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def url_problem(url: str) -> str:
+    """Why ``url`` is not a usable http(s) link, or '' if it is."""
+    if any(c.isspace() for c in url):
+        return "contains a space"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"is malformed ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"uses '{parts.scheme or 'no'}' scheme; only http and https links are allowed"
+    if not host or ("." not in host and host != "localhost") or host.startswith(".") or ".." in host:
+        return "has no valid host name"
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One YAML field of a record: how to convert its node, and what to say when it is missing."""
+
+    name: str
+    field: dataclasses.Field
+    type: object
+    required: bool
+    convert: Callable  # (reader, node, label) -> value, or _BAD after reporting
+
+
+@cache
+def field_specs(cls) -> dict[str, FieldSpec]:
+    """The YAML fields of a model class, each with a converter compiled once."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: FieldSpec(f.name, f, hints[f.name], _required(f), _converter(hints[f.name], f))
+        for f in dataclasses.fields(cls) if not f.metadata.get("internal")
+    }
+
+
+def _converter(type_, f: dataclasses.Field) -> Callable:
+    origin = typing.get_origin(type_)
+    if origin in (typing.Union, UnionType):
+        inner = _converter(next(t for t in typing.get_args(type_) if t is not type(None)), f)
+
+        def optional(reader, node, label):
+            if node.__class__ is Scalar and node.style == "" and node.value in NULLS:
+                return None
+            return inner(reader, node, label)
+
+        return optional
+    if origin is tuple:
+        return _sequence(_converter(typing.get_args(type_)[0], f), f)
+    if origin is dict:
+        return _mapping(_converter(typing.get_args(type_)[1], f), f)
+    if dataclasses.is_dataclass(type_):
+        return lambda reader, node, label: reader.record(type_, node)
+    if type_ is dt.date:
+        return _scalar(_date, f)
+    if type_ is bool:
+        return _scalar(_bool, f)
+    if type_ in (int, float):
+        return _scalar(_number(type_), f)
+    return _scalar(_text_checker(f), f)
+
+
+def _number(type_) -> Callable:
+    word = "a whole number" if type_ is int else "a number"
+
+    def check(reader, node: Scalar, label: str):
+        try:
+            value = type_(node.value)
+        except ValueError:
+            reader.error(node, f"'{label}' must be {word}, not '{node.value}'")
+            return _BAD
+        if value != value or value in (float("inf"), float("-inf")):
+            reader.error(node, f"'{label}' must be a finite number")
+            return _BAD
+        return value
+
+    return check
+
+
+def _mapping(value: Callable, f: dataclasses.Field) -> Callable:
+    pattern = f.metadata.get("key_pattern")
+
+    def convert(reader, node, label):
+        if node.__class__ is not Map:
+            reader.error(node, f"'{label}' must be a mapping of name: value", f.metadata["doc"])
+            return _BAD
+        result, ok = {}, True
+        for key, (key_node, value_node) in node.entries.items():
+            if pattern is not None and not (key.isascii() and pattern.fullmatch(key)):
+                reader.error(key_node, f"'{key}' is not a valid name in '{label}'", f.metadata["doc"])
+                ok = False
+                continue
+            converted = value(reader, value_node, key)
+            if converted is _BAD:
+                ok = False
+            else:
+                result[key] = converted
+        return result if ok else _BAD
+
+    return convert
+
+
+def _scalar(check: Callable, f: dataclasses.Field) -> Callable:
+    doc = f.metadata.get("doc", "")
+
+    def convert(reader, node, label):
+        if node.__class__ is not Scalar:
+            shape = "list" if node.__class__ is Seq else "mapping"
+            reader.error(node, f"'{label}' must be a single value, not a {shape}", doc)
+            return _BAD
+        return check(reader, node, label)
+
+    return convert
+
+
+def _date(reader, node: Scalar, label: str):
+    if not DATE_RE.fullmatch(node.value):
+        reader.error(node, f"'{label}' is '{node.value}', not a date", "write YYYY-MM-DD, e.g. 2016-06-30")
+        return _BAD
+    try:
+        return dt.date.fromisoformat(node.value)
+    except ValueError:
+        reader.error(node, f"'{label}' is an impossible date '{node.value}' (no such day)",
+                     "check the month and day")
+        return _BAD
+
+
+def _bool(reader, node: Scalar, label: str):
+    if node.value in ("true", "false"):
+        return node.value == "true"
+    reader.error(node, f"'{label}' must be true or false, not '{node.value}'")
+    return _BAD
+
+
+def _text_checker(f: dataclasses.Field) -> Callable:
+    meta = f.metadata
+    required = _required(f)
+    enum, pattern, is_uri, doc = meta.get("enum"), meta.get("pattern"), meta.get("format") == "uri", meta["doc"]
+
+    def check(reader, node: Scalar, label: str):
+        value = node.value
+        if not value.strip():
+            if required:
+                reader.error(node, f"'{label}' is empty", doc)
+                return _BAD
+            return value
+        if enum and value not in enum:
+            hint = _suggest(value, enum) or f"one of: {', '.join(enum)}"
+            reader.error(node, f"unknown {label} '{value}'", hint)
+            return _BAD
+        if pattern is not None and not (value.isascii() and pattern.fullmatch(value)):
+            reader.error(node, f"'{value}' is not a valid {label}", doc)
+            return _BAD
+        if is_uri and (problem := url_problem(value)):
+            reader.error(node, f"link '{value}' {problem}", "write a full http(s):// address")
+            return _BAD
+        return value
+
+    return check
+
+
+def _sequence(item: Callable, f: dataclasses.Field) -> Callable:
+    required, min_items, doc = _required(f), f.metadata.get("min_items", 0), f.metadata["doc"]
+
+    def convert(reader, node, label):
+        if node.__class__ is not Seq:
+            if node.__class__ is Scalar and node.style == "" and node.value in NULLS and not required:
+                return ()
+            reader.error(node, f"'{label}' must be a list", f"write {label}: [a, b] or one '- item' per line")
+            return _BAD
+        items, ok = [], True
+        for item_node in node.items:
+            value = item(reader, item_node, label)
+            if value is _BAD or value is None:
+                ok = False
+            elif value.__class__ is str and value in items:
+                reader.error(item_node, f"'{value}' is listed twice in '{label}'", "remove one")
+                ok = False
+            else:
+                items.append(value)
+        if ok and len(items) < min_items:
+            reader.error(node, f"'{label}' needs at least {min_items} item(s)", doc)
+            ok = False
+        return tuple(items) if ok else _BAD
+
+    return convert
+
+
+class _Reader:
+    """Converts one file's nodes into records, appending problems to ``diagnostics``."""
+
+    def __init__(self, source: SourceFile, diagnostics: list[Diagnostic]):
+        self.path = source.path
+        self.text = source.text or ""
+        self.diagnostics = diagnostics
+        self._body: tuple | None = None  # (node, its openings, the file's openings) for body_position
+
+    def error(self, node: Node, message: str, hint: str = "", severity: str = "error") -> None:
+        # Messages quote values, which may hold newlines or be huge: keep each diagnostic one line.
+        self.diagnostics.append(Diagnostic(self.path, node.line, node.col, severity,
+                                           one_line(message), one_line(hint)))
+
+    def record(self, cls, node: Node, extra: dict | None = None):
+        """Build ``cls`` from a mapping node; None (or _BAD inside a list) if any field was wrong."""
+        values, ok = self.fields(cls, node)
+        if ok:
+            return cls(**values, **(extra or {}))
+        return None if extra is not None else _BAD
+
+    def fields(self, cls, node: Node) -> tuple[dict, bool]:
+        """The fields of ``cls`` that read well, and whether all did.
+
+        Partial values let cross-file checks run on a note with other errors,
+        so one pass reports every problem.
+        """
+        specs = field_specs(cls)
+        if node.__class__ is not Map:
+            self.error(node, f"expected a mapping of fields ({', '.join(specs)})",
+                       "write one 'field: value' per line")
+            return {}, False
+        values: dict = {}
+        ok = True
+        for key, (key_node, value_node) in node.entries.items():
+            spec = specs.get(key)
+            if spec is None:
+                hint = _suggest(key, specs) or f"allowed fields: {', '.join(specs)}"
+                self.error(key_node, f"unknown field '{key}'", hint)
+                ok = False
+                continue
+            value = spec.convert(self, value_node, key)
+            if value is _BAD:
+                ok = False
+            elif value is not None or not spec.required:
+                values[key] = value
+        if len(values) < len(specs):
+            for name, spec in specs.items():
+                if spec.required and name not in node.entries:
+                    example = spec.field.metadata.get("example") or "..."
+                    self.error(node, f"missing required field '{name}' ({spec.field.metadata['doc']})",
+                               f"add '{name}: {example}'")
+                    ok = False
+        return values, ok
+
+    def body_position(self, node: Scalar, offset_line: int, offset_col: int) -> tuple[int, int]:
+        """File position of the '{{' at ``offset_line``/``offset_col`` of a scalar's value.
+
+        Folding (``>``), quoting and indentation change lines and columns, so the k-th '{{' of
+        the value is mapped to the k-th '{{' of the file from the scalar's start.
+        """
+        if self._body is None or self._body[0] is not node:
+            in_value = [(n, m.start()) for n, text in enumerate(node.value.split("\n"))
+                        for m in OPENINGS_RE.finditer(text)]
+            in_file, lines = [], self.text.split("\n")
+            for n in range(node.line - 1, len(lines)):
+                start = node.col - 1 if n == node.line - 1 else 0
+                in_file.extend((n + 1, m.start() + 1) for m in OPENINGS_RE.finditer(lines[n], start))
+                if len(in_file) >= len(in_value):
+                    break
+            self._body = (node, in_value, in_file)
+        _, in_value, in_file = self._body
+        k = bisect.bisect_left(in_value, (offset_line, offset_col))
+        return in_file[k] if k < len(in_file) else (node.line, node.col)
+
+
+def _position(root: Map, field: str, index: int | None = None) -> tuple[int, int]:
+    node = root.entries[field][1]
+    if index is not None:
+        node = node.items[index]
+    return node.line, node.col
+
+
+def _check_note_file(values: dict, reader: _Reader, root: Map, path: str, today: dt.date) -> None:
+    where = PurePosixPath(path)
+    slug, date, updated = values.get("slug"), values.get("date"), values.get("updated")
+    if slug and where.stem != slug:
+        reader.error(root.entries["slug"][1], f"slug '{slug}' disagrees with the file name '{where.name}'",
+                     f"rename the file to {slug}.yml or set slug: {where.stem}")
+    if date and where.parent.name != str(date.year):
+        reader.error(root.entries["date"][1], f"date {date} is in {date.year} but the file is in folder "
+                     f"'{where.parent.name}'", f"move the file to content/notes/{date.year}/")
+    if date and date > today:
+        reader.error(root.entries["date"][1], f"date {date} is in the future",
+                     "use the date the note is published", severity="warning")
+    if date and updated and updated < date:
+        reader.error(root.entries["updated"][1], f"updated {updated} is before date {date}",
+                     "updated must be on or after date")
+
+
+def _check_ids(values: dict, reader: _Reader, root: Map, field: str, registry: dict, what: str) -> None:
+    for i, ident in enumerate(values.get(field, ())):
+        if ident not in registry:
+            line, col = _position(root, field, i)
+            hint = _suggest(ident, registry) or f"add it to content/{field}.yml first"
+            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", f"unknown {what} '{ident}'", hint))
+
+
+def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, RefManifest]) -> None:
+    refs = values.get("refs", ())
+    for i, name in enumerate(refs):
+        if name not in manifests:
+            line, col = _position(root, "refs", i)
+            hint = _suggest(name, manifests) or "references live in content/refs/<name>/ref.yml"
+            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error",
+                                                 f"refs names no reference '{name}'", hint))
+    body = root.entries.get("body", (None, None))[1]
+    if body.__class__ is not Scalar or "{{" not in body.value:
+        return
+    for found in directives.scan(body.value):
+        line, col = reader.body_position(body, found.line, found.col)
+        problem = _directive_problem(found, refs, manifests)
+        if problem:
+            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", *problem))
+
+
+def _directive_problem(found, refs, manifests: dict[str, RefManifest]) -> tuple[str, str] | None:
+    """(message, hint) when a directive cannot render, else None."""
+    if isinstance(found, directives.Malformed):
+        return (f"malformed directive '{found.text}'",
+                'write {{ ref("name", "metric", fmt=".4f") }} or {{ ref_figure("name", "figure") }}')
+    call = f"{found.kind}(\"{found.name}\", \"{found.item}\")"
+    manifest = manifests.get(found.name)
+    if manifest is None:
+        return (f"{call} names no reference '{found.name}'",
+                _suggest(found.name, manifests) or "check the name under content/refs/")
+    if found.name not in refs:
+        return f"{call} cites '{found.name}', which is not in this note's refs", f"add '{found.name}' to refs"
+    outputs = manifest.metrics if found.kind == "ref" else manifest.figures
+    what = "metric" if found.kind == "ref" else "figure"
+    if found.item not in outputs:
+        return (f"{call}: '{found.name}' has no {what} '{found.item}'",
+                _suggest(found.item, outputs) or f"its {what}s are listed in content/refs/{found.name}/ref.yml")
+    if found.fmt is not None and (found.kind != "ref" or not directives.FORMAT_RE.match(found.fmt)):
+        return f"{call}: unusable fmt '{found.fmt}'", 'use a number format such as fmt=".4f" or fmt=".1%"'
+    return None
+
+
+def _registry(source: SourceFile | None, cls, diagnostics: list[Diagnostic]) -> dict:
+    if source is None or source.node is None:
+        return {}
+    reader = _Reader(source, diagnostics)
+    if not isinstance(source.node, Map):
+        reader.error(source.node, "a registry is a mapping of id → fields", "write 'some-id:' then its fields")
+        return {}
+    entries = {}
+    for ident, (key_node, value_node) in source.node.entries.items():
+        if not (ident.isascii() and ID_RE.fullmatch(ident)):
+            reader.error(key_node, f"'{ident}' is not a valid id",
+                         "ids are lowercase letters, digits and hyphens, e.g. andrej-karpathy")
+            continue
+        record = reader.record(cls, value_node, extra={"id": ident, "path": source.path})
+        if record is not None:
+            entries[ident] = record
+    return entries
+
+
+def validate(raw: RawContent, today: dt.date | None = None,
+             manifests: dict[str, RefManifest] | None = None) -> tuple[Content | None, list[Diagnostic]]:
+    """Every problem of the content, and the records if there were no errors.
+
+    ``manifests`` (reference name → manifest) lets directives be checked against
+    the metrics and figures each reference declares.
+    """
+    with gc_paused():
+        return _validate(raw, today, manifests or {})
+
+
+def _validate(raw: RawContent, today: dt.date | None,
+              manifests: dict[str, RefManifest]) -> tuple[Content | None, list[Diagnostic]]:
+    today = today or dt.datetime.now(SEOUL).date()
+    diagnostics = list(raw.diagnostics)
+    tags = _registry(raw.tags, Tag, diagnostics)
+    people = _registry(raw.people, Person, diagnostics)
+    notes: list[Note] = []
+    slugs: dict[str, str] = {}
+    for source in raw.notes:
+        if source.node is None:
+            continue
+        reader = _Reader(source, diagnostics)
+        values, ok = reader.fields(Note, source.node)
+        if not isinstance(source.node, Map):
+            continue
+        _check_note_file(values, reader, source.node, source.path, today)
+        _check_ids(values, reader, source.node, "tags", tags, "tag")
+        _check_ids(values, reader, source.node, "people", people, "person")
+        _check_refs(values, reader, source.node, manifests)
+        slug = values.get("slug")
+        if slug in slugs:
+            line, col = _position(source.node, "slug")
+            diagnostics.append(Diagnostic(source.path, line, col, "error",
+                                          f"duplicate slug '{slug}', also used by {slugs[slug]}",
+                                          "choose another slug (and file name)"))
+        elif slug:
+            slugs[slug] = source.path
+        if ok:
+            notes.append(Note(**values, path=source.path))
+    diagnostics.sort(key=lambda d: (d.path, d.line, d.col))
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    notes.sort(key=lambda n: (n.date, n.slug), reverse=True)
+    return Content(raw.root, tuple(notes), tags, people), diagnostics
+
+
+__all__ = ["validate", "url_problem", "field_specs"]

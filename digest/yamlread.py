@@ -1,0 +1,303 @@
+"""Read one YAML file into a tree of marked nodes, safely and fast.
+
+Notes come from strangers' pull requests, so the reader is stricter than
+``yaml.safe_load``: it refuses anchors and aliases (no billion-laughs),
+explicit tags, several documents, duplicate keys, tabs, a byte-order mark,
+invalid UTF-8, files over ``MAX_BYTES`` and nesting deeper than ``MAX_DEPTH``.
+Every scalar stays a string: the validator decides what ``2016-06-30`` or
+``no`` means for each field (no Norway problem).
+
+It walks libyaml's event stream (C, fast) and keeps each node's line and
+column, so the validator can point at the exact place of a problem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import yaml
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.tokens import ScalarToken
+
+from .errors import YamlInputError
+
+try:  # libyaml: ~10x faster; PyYAML's wheels ship it
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # pragma: no cover - pure-Python fallback with the same events
+    from yaml import BaseLoader as _Parser
+
+
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 16
+MAX_NODES = 50_000
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """A YAML node with 1-based ``line`` and ``col`` of where it starts."""
+
+    line: int
+    col: int
+
+
+@dataclass(eq=False, slots=True)
+class Scalar(Node):
+    value: str
+    style: str  # "" plain, "'" or '"' quoted, "|" or ">" block
+
+    @property
+    def is_plain(self) -> bool:
+        return self.style == ""
+
+
+@dataclass(eq=False, slots=True)
+class Seq(Node):
+    items: list[Node]
+
+
+@dataclass(eq=False, slots=True)
+class Map(Node):
+    # key text -> (key node, value node), in file order
+    entries: dict[str, tuple[Scalar, Node]]
+
+
+def decode(path: str, data: bytes) -> str:
+    """Bytes to text, refusing what the YAML parser would misread."""
+    if len(data) > MAX_BYTES:
+        raise YamlInputError(
+            path, 1, 1,
+            f"file is {len(data) // 1024} KiB, over the {MAX_BYTES // 1024} KiB limit for one file",
+            "split it into several notes or shorten the body",
+        )
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise YamlInputError(
+            path, 1, 1, "file starts with a UTF-8 byte-order mark (BOM)",
+            "save the file as UTF-8 without BOM (most editors: 'UTF-8' rather than 'UTF-8 with BOM')",
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        line_start = data.rfind(b"\n", 0, exc.start) + 1  # columns count characters, as libyaml's do
+        col = len(data[line_start:exc.start].decode("utf-8", errors="replace")) + 1
+        raise YamlInputError(
+            path, line, col, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})",
+            "save the file as UTF-8; it may have been written as EUC-KR/CP949",
+        ) from None
+    _refuse_tabs(path, text)
+    _refuse_odd_characters(path, text)
+    return text
+
+
+def _refuse_tabs(path: str, text: str) -> None:
+    at = text.find("\t")
+    if at >= 0:
+        line = text.count("\n", 0, at) + 1
+        col = at - (text.rfind("\n", 0, at) + 1) + 1
+        raise YamlInputError(
+            path, line, col, "tab character",
+            "use spaces: YAML forbids tabs in indentation, and notes use spaces everywhere",
+        )
+
+
+# What libyaml refuses (control characters), and line breaks it counts but editors may not
+# (lone CR, NEL, LINE/PARAGRAPH SEPARATOR): with them every later line number would be off.
+_ODD_CHARACTER = re.compile(
+    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|\r(?!\n)")
+
+
+def _refuse_odd_characters(path: str, text: str) -> None:
+    found = _ODD_CHARACTER.search(text)
+    if found:
+        at = found.start()
+        line = text.count("\n", 0, at) + 1
+        col = at - (text.rfind("\n", 0, at) + 1) + 1
+        code = f"U+{ord(text[at]):04X}"
+        if text[at] in "\r\x85\u2028\u2029":
+            raise YamlInputError(path, line, col, f"line break character {code} is not allowed",
+                                 "end lines with LF (or CRLF) only; this invisible character often comes "
+                                 "from copy-pasted text")
+        raise YamlInputError(path, line, col, f"control character {code} is not allowed",
+                             "remove it; it is invisible and often comes from copy-pasted text")
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` safe to print on one line: invisible characters escaped, the middle of long text cut."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    if len(text) > limit:
+        text = f"{text[:limit // 2]} … {text[-limit // 2:]}"
+    return text
+
+
+def parse(path: str, text: str) -> Node:
+    """Parse one YAML document into marked nodes; raise YamlInputError on anything unsafe."""
+    parser = _Parser(text)
+    try:
+        return _Builder(path, parser).document()
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(path, text, exc) from None
+    except yaml.YAMLError as exc:  # reader errors without marks (refused above; kept as a safety net)
+        raise YamlInputError(path, 1, 1, one_line(f"YAML error: {' '.join(str(exc).split())}"), "") from None
+
+
+def _syntax_error(path: str, text: str, exc: yaml.MarkedYAMLError) -> YamlInputError:
+    """Point at the cause where libyaml only notices it later: an open quote or bracket, a missing ':'."""
+    mark, at = exc.problem_mark or exc.context_mark, exc.context_mark
+    problem, context = exc.problem or exc.context or "YAML syntax error", exc.context or ""
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    if at is not None and context == "while scanning a quoted scalar":
+        return YamlInputError(path, at.line + 1, at.column + 1, "YAML syntax error: the quote that starts "
+                              "here is never closed", "add the closing quote at the end of the value")
+    if at is not None and context.startswith("while parsing a flow") and mark and mark.line != at.line:
+        bracket = "[" if "sequence" in context else "{"
+        return YamlInputError(path, at.line + 1, at.column + 1,
+                              f"YAML syntax error: the '{bracket}' opened here is never closed, or an item "
+                              f"in it is malformed ({problem} at line {line}, col {col})",
+                              f"close it with '{']' if bracket == '[' else '}'}' on the same line; quote "
+                              "items that contain ',', ':', '[' or '{'")
+    if at is not None and context == "while scanning a simple key":  # the key's line lacks ': '
+        return YamlInputError(path, at.line + 1, at.column + 1, f"YAML syntax error: {problem}",
+                              "each line of a mapping needs 'key: value'")
+    if mark is not None and (quoted := _quoted_before(text, mark)) is not None:
+        return YamlInputError(path, quoted.line + 1, quoted.column + 1,
+                              f"YAML syntax error: the quoted value that starts here runs on to line {line} "
+                              f"({problem} at line {line}, col {col})",
+                              "is its closing quote missing? a quoted value ends only at the next "
+                              "matching quote")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if line > len(lines) >= 1:  # libyaml's end-of-stream mark lies past the last line
+        line, col = len(lines), len(lines[-1].rstrip("\r")) + 1
+    return YamlInputError(path, line, col, f"YAML syntax error: {problem}", _syntax_hint(problem))
+
+
+def _quoted_before(text: str, mark):
+    """Start mark of a quoted scalar spanning several lines and ending on ``mark``'s line, if any."""
+    scanner = _Parser(text)
+    found = None
+    try:
+        while (token := scanner.get_token()) is not None and (
+                token.start_mark.line, token.start_mark.column) < (mark.line, mark.column):
+            if token.__class__ is ScalarToken and token.style in ("'", '"'):
+                found = token
+    except yaml.YAMLError:
+        pass
+    if found is not None and found.start_mark.line < found.end_mark.line == mark.line:
+        return found.start_mark
+    return None
+
+
+def read(path: str, data: bytes) -> Node:
+    return parse(path, decode(path, data))
+
+
+def _syntax_hint(problem: str) -> str:
+    if "mapping values are not allowed" in problem:
+        return "a value that contains ': ' must be quoted, e.g. title: \"A: B\""
+    if "could not find expected ':'" in problem:
+        return "each line of a mapping needs 'key: value'; check the indentation above"
+    if "expected '-' indicator" in problem:
+        return "check the indentation: the fields of one list item must line up under the first"
+    if "did not find expected key" in problem or "expected <block end>" in problem:
+        return "check the indentation: items of one list or mapping must line up"
+    if "found character" in problem and "cannot start any token" in problem:
+        return "quote the value: it starts with a character YAML reserves (@, `, % ...)"
+    if "found unexpected end of stream" in problem or "found unexpected" in problem:
+        return "a quote or bracket is not closed"
+    return "see the line above the position too; quoting the value often fixes it"
+
+
+class _Builder:
+    def __init__(self, path: str, parser):
+        self.path = path
+        self.parser = parser
+        self.nodes = 0
+
+    def _fail(self, event, message: str, hint: str) -> YamlInputError:
+        mark = event.start_mark
+        return YamlInputError(self.path, mark.line + 1, mark.column + 1, message, hint)
+
+    def document(self) -> Node:
+        get = self.parser.get_event
+        get()  # StreamStart
+        if get().__class__ is StreamEndEvent:
+            raise YamlInputError(self.path, 1, 1, "file is empty", "a note is a YAML mapping: title:, slug:, ...")
+        root = self.node(get(), 1)
+        get()  # DocumentEnd
+        after = get()
+        if after.__class__ is not StreamEndEvent:
+            raise self._fail(after, "more than one YAML document ('---') in one file",
+                             "put one note per file and remove the extra '---'")
+        return root
+
+    def _refuse(self, event, depth: int) -> None:
+        """Raise if the event uses a feature content may not use; else return."""
+        if event.__class__ is AliasEvent:
+            raise self._fail(event, f"alias '*{event.anchor}' is not allowed",
+                             "write the value out; anchors and aliases are refused in content")
+        if event.anchor is not None:
+            raise self._fail(event, f"anchor '&{event.anchor}' is not allowed",
+                             "remove the '&name'; anchors and aliases are refused in content")
+        if event.tag is not None and event.tag not in ("!", "tag:yaml.org,2002:str"):
+            raise self._fail(event, one_line(f"explicit tag '{event.tag}' is not allowed"),
+                             "remove the tag; write plain values")
+        if depth > MAX_DEPTH:
+            raise self._fail(event, f"nested more than {MAX_DEPTH} levels deep",
+                             "notes are shallow: a mapping of fields, lists of tags and sources")
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self._fail(event, f"more than {MAX_NODES} values in one file",
+                             "this is not a note; split or shorten it")
+
+    def node(self, event, depth: int) -> Node:
+        cls = event.__class__
+        if cls is not ScalarEvent or event.anchor is not None or event.tag is not None:
+            self._refuse(event, depth)
+        else:  # the common case, kept short
+            self.nodes += 1
+            if self.nodes > MAX_NODES:
+                self._refuse(event, depth)
+        mark = event.start_mark
+        if cls is ScalarEvent:
+            return Scalar(mark.line + 1, mark.column + 1, event.value, event.style or "")
+        if cls is SequenceStartEvent:
+            seq = Seq(mark.line + 1, mark.column + 1, [])
+            get = self.parser.get_event
+            append = seq.items.append
+            while (event := get()).__class__ is not SequenceEndEvent:
+                append(self.node(event, depth + 1))
+            return seq
+        if cls is MappingStartEvent:
+            return self.mapping(mark, depth)
+        raise self._fail(event, f"unexpected YAML event {cls.__name__}", "")  # pragma: no cover
+
+    def mapping(self, mark, depth: int) -> Map:
+        result = Map(mark.line + 1, mark.column + 1, {})
+        entries = result.entries
+        get = self.parser.get_event
+        while (event := get()).__class__ is not MappingEndEvent:
+            key = self.node(event, depth + 1)
+            if key.__class__ is not Scalar:
+                raise YamlInputError(self.path, key.line, key.col, "a key must be a plain word",
+                                     "write 'field: value'")
+            value = self.node(get(), depth + 1)
+            if key.value in entries:
+                first = entries[key.value][0]
+                raise YamlInputError(
+                    self.path, key.line, key.col,
+                    one_line(f"duplicate key '{key.value}' (first at line {first.line})"),
+                    "keep one of the two; YAML would silently use the last",
+                )
+            entries[key.value] = (key, value)
+        return result

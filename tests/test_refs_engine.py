@@ -1,0 +1,237 @@
+"""The references engine: runs in a subprocess, records provenance, catches stale and drifting results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from digest.check import check
+from digest.cli import main
+from digest.errors import ReferenceRunError, UsageError
+from digest.refhash import code_sha256, project_imports
+from digest.refs import compare, drift_table, load_references, run_reference, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+TODAY = dt.date(2026, 11, 23)
+
+# A tiny reference: its metric is computed from its data file, so a test can check the number.
+TOY_SCRIPT = textwrap.dedent('''
+    import argparse, json, os, sys, time
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profile"); parser.add_argument("--out"); parser.add_argument("--seed", type=int)
+    parser.add_argument("--state"); parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    mode = Path("mode.txt").read_text().strip() if Path("mode.txt").exists() else "ok"
+    numbers = [float(x) for x in Path("data/numbers.txt").read_text().split()]
+    print(f"summing {len(numbers)} numbers", file=sys.stderr)
+    if mode == "crash":
+        print("something broke in step 3", file=sys.stderr)
+        sys.exit(3)
+    if mode == "hang":
+        time.sleep(60)
+    out = Path(args.out)
+    metrics = {"total": sum(numbers), "count": len(numbers), "seconds": 0.01}
+    if mode != "incomplete":
+        (out / "curve.png").write_bytes(b"\\x89PNG fake")
+        (out / "curve.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    (out / "metrics.json").write_text(json.dumps(metrics))
+''')
+TOY_MANIFEST = textwrap.dedent('''
+    title: 장난감 참조 구현
+    entry: toy.py
+    seed: 7
+    profiles:
+      quick: {timeout: 20}
+    metrics:
+      total: {tolerance: exact}
+      count: {tolerance: 0.5}
+      seconds: {tolerance: none}
+    figures: [curve]
+    packages: [numpy]
+''')
+NOTE = textwrap.dedent('''
+    title: 장난감 노트
+    slug: toy-note
+    date: 2016-01-05
+    kind: tutorial
+    tags: [backprop]
+    people: [andrej-karpathy]
+    sources:
+      - url: https://example.org/toy
+        title: Toy
+    summary: 장난감 참조 구현의 결과를 인용하는 노트.
+    refs: [toy]
+    body: |
+      합계는 {{ ref("toy", "total", fmt=".1f") }} 이다.
+
+      {{ ref_figure("toy", "curve") }}
+''')
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    content = tmp_path / "content"
+    (content / "notes" / "2016").mkdir(parents=True)
+    for name in ("tags.yml", "people.yml"):
+        shutil.copy(ROOT / "content" / name, content / name)
+    toy = content / "refs" / "toy"
+    (toy / "data").mkdir(parents=True)
+    (toy / "toy.py").write_text(TOY_SCRIPT)
+    (toy / "ref.yml").write_text(TOY_MANIFEST, encoding="utf-8")
+    (toy / "data" / "numbers.txt").write_text("1.5 2.5 4\n")
+    (content / "notes" / "2016" / "toy-note.yml").write_text(NOTE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return content
+
+
+def toy(content: Path):
+    return load_references(content)["toy"]
+
+
+def test_run_writes_metrics_and_provenance(project):
+    results = run_reference(toy(project), "quick", progress=lambda line: None)
+    assert results.metrics["total"] == 8.0 and results.metrics["count"] == 3
+    saved = json.loads((project / "refs/toy/results/quick/results.json").read_text())
+    for key in ("name", "profile", "code_sha256", "python", "numpy", "platform", "seed", "started",
+                "finished", "wall_seconds", "metrics"):
+        assert key in saved, key
+    assert saved["seed"] == 7 and saved["profile"] == "quick"
+    assert saved["code_sha256"] == code_sha256(project / "refs/toy")
+    assert dt.datetime.fromisoformat(saved["finished"].replace("Z", "+00:00")).tzinfo is not None
+    assert (project / "refs/toy/results/quick/curve.svg").is_file()
+
+
+def test_progress_lines_are_relayed(project):
+    lines = []
+    run_reference(toy(project), "quick", progress=lines.append)
+    assert "[toy] summing 3 numbers" in lines
+
+
+def test_editing_code_or_data_makes_check_fail_until_rerun(project):
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    assert check(project, today=TODAY).ok
+    data = project / "refs/toy/data/numbers.txt"
+    data.write_text("1.5 2.5 4 10\n")  # a data file, not the code: still covered by the hash
+    result = check(project, today=TODAY)
+    stale = [d for d in result.diagnostics if "stale" in d.message]
+    assert not result.ok and stale
+    assert "digest refs run toy --profile quick" in stale[0].hint
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    assert check(project, today=TODAY).ok
+
+
+def test_hash_follows_project_modules_the_reference_imports(tmp_path):
+    script = tmp_path / "uses_project.py"
+    script.write_text("from digest.check import check\n")
+    names = {p.relative_to(ROOT).as_posix() for p in project_imports([script])}
+    assert "digest/check.py" in names
+    assert "digest/validate.py" in names  # imported by digest/check.py: followed transitively
+
+
+def test_crash_is_reported_with_status_and_last_stderr_lines(project):
+    (project / "refs/toy/mode.txt").write_text("crash")
+    with pytest.raises(ReferenceRunError) as caught:
+        run_reference(toy(project), "quick", progress=lambda line: None)
+    message = str(caught.value)
+    assert "toy (quick) exited with status 3" in message
+    assert "something broke in step 3" in message
+    assert not (project / "refs/toy/results/quick").exists()  # nothing half-written
+
+
+def test_crash_through_cli_prints_no_traceback(project, capsys):
+    (project / "refs/toy/mode.txt").write_text("crash")
+    code = main(["refs", "run", "toy"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "exited with status 3" in err and "Traceback" not in err
+
+
+def test_hang_is_stopped_at_the_time_limit(project):
+    (project / "refs/toy/mode.txt").write_text("hang")
+    with pytest.raises(ReferenceRunError, match="timed out after 2 s"):
+        run_reference(toy(project), "quick", timeout=2, progress=lambda line: None)
+
+
+def test_missing_outputs_fail_loudly(project):
+    (project / "refs/toy/mode.txt").write_text("incomplete")
+    with pytest.raises(ReferenceRunError, match="did not produce figure 'curve'"):
+        run_reference(toy(project), "quick", progress=lambda line: None)
+
+
+def test_drift_beyond_tolerance_fails_verify_with_a_table(project, capsys):
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    assert verify(toy(project), progress=lambda line: None) == []
+    # The committed value was 8.0; pretend CI got a different stream of numbers.
+    (project / "refs/toy/data/numbers.txt").write_text("1.5 2.5 4.25\n")
+    drifts = verify(toy(project), progress=lambda line: None)
+    assert [d.metric for d in drifts] == ["total"]
+    table = drift_table("toy", drifts)
+    assert "expected" in table and "8" in table and "8.25" in table
+    assert main(["refs", "verify", "toy"]) == 1
+    assert "total" in capsys.readouterr().out
+
+
+def test_band_tolerance_accepts_small_changes(project):
+    first = run_reference(toy(project), "quick", progress=lambda line: None)
+    shifted = type(first)(**{**first.__dict__, "metrics": {**first.metrics, "count": 3.4, "seconds": 99}})
+    assert compare(toy(project), first, shifted) == []
+
+
+def test_resume_refuses_state_made_by_other_code(project):
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    (project / "refs/toy/toy.py").write_text(TOY_SCRIPT + "\n# changed\n")
+    with pytest.raises(UsageError, match="made by other code"):
+        run_reference(toy(project), "quick", resume=True, progress=lambda line: None)
+
+
+def test_directive_errors_point_at_the_body(project):
+    note = project / "notes/2016/toy-note.yml"
+    note.write_text(NOTE.replace('"total", fmt=".1f"', '"totl", fmt=".1f"'), encoding="utf-8")
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    result = check(project, today=TODAY)
+    [problem] = [d for d in result.diagnostics if "totl" in d.message]
+    assert (problem.line, problem.col) == (14, 7)  # "  합계는 " precedes it
+    assert "did you mean 'total'" in problem.hint
+
+
+def test_site_shows_values_figures_and_provenance(project):
+    from digest.check import load_content
+    from digest.site import render_site
+
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    content, refs = load_content(project, today=TODAY)
+    site = render_site(content, refs)
+    page = next(p for p in site.pages if p.path == "notes/2016/toy-note.md")
+    assert ">8.0</span>" in page.text
+    assert "](../../refs/toy/quick/curve.svg)" in page.text
+    assert "실행 결과의 출처" in page.text and refs["toy"].results["quick"].code_sha256[:12] in page.text
+    assert {a.path for a in site.assets} == {"refs/toy/quick/curve.png", "refs/toy/quick/curve.svg"}
+
+
+def test_site_refuses_to_publish_a_note_whose_results_are_missing(project):
+    from digest.check import load_content
+    from digest.site import render_site
+
+    content, refs = load_content(project, today=TODAY)
+    with pytest.raises(ReferenceRunError, match="has no results"):
+        render_site(content, refs)
+
+
+def test_build_reruns_only_stale_references(project):
+    from digest.build import refresh_references
+
+    refresh_references(project)
+    results = project / "refs/toy/results/quick/results.json"
+    first = results.read_text()
+    refresh_references(project)  # cached by code hash
+    assert results.read_text() == first
+    (project / "refs/toy/data/numbers.txt").write_text("2\n")
+    refresh_references(project)
+    assert json.loads(results.read_text())["metrics"]["total"] == 2.0
