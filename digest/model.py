@@ -145,6 +145,8 @@ class RefManifest:
                                           key_pattern=METRIC_RE, example="{accuracy: {tolerance: 0.05}}")
     figures: tuple[str, ...] = spec("figure stems the run must produce (.png and .svg, or .gif)",
                                     pattern=FIGURE_RE, default=(), example="[learning_curve]")
+    resumable: bool = spec("true for long runs that checkpoint into state/<profile>/ and accept --resume",
+                           default=False)
     packages: tuple[str, ...] = spec("packages whose versions are recorded with the results",
                                      default=("numpy", "matplotlib"), example="[numpy, gymnasium]")
     name: str = field(default="", metadata={"internal": True})

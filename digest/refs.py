@@ -278,13 +278,18 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
         raise UsageError(f"{ref.name} has no '{profile}' profile (it has: {', '.join(ref.manifest.profiles)})")
     timeout = timeout or spec.timeout
     code = code_sha256(ref.dir)
-    state = _prepare_state(state_dir or ref.state_dir(profile), code, resume, ref.name)
+    if resume and not ref.manifest.resumable:
+        raise UsageError(f"{ref.name} keeps no checkpoints (its ref.yml has no 'resumable: true'); "
+                         "run it without --resume")
+    state = (_prepare_state(state_dir or ref.state_dir(profile), code, resume, ref.name)
+             if ref.manifest.resumable else None)
     target = results_dir or ref.results_dir(profile)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"digest-{ref.name}-") as tmp:
         out = Path(tmp)
         command = [sys.executable, ref.manifest.entry, "--profile", profile, "--out", str(out),
-                   "--seed", str(ref.manifest.seed), "--state", str(state.resolve())]
+                   "--seed", str(ref.manifest.seed)]
+        command += ["--state", str(state.resolve())] if state else []
         command += ["--resume"] if resume else []
         command += list(extra_args)
         env = dict(os.environ, **CHILD_ENV)

@@ -356,7 +356,7 @@ def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, R
         line, col = reader.body_position(body, found.line, found.col)
         problem = _directive_problem(found, refs, manifests)
         if problem:
-            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", *problem))
+            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", *map(one_line, problem)))
 
 
 def _directive_problem(found, refs, manifests: dict[str, RefManifest]) -> tuple[str, str] | None:

@@ -54,6 +54,7 @@ TOY_MANIFEST = textwrap.dedent('''
       count: {tolerance: 0.5}
       seconds: {tolerance: none}
     figures: [curve]
+    resumable: true
     packages: [numpy]
 ''')
 NOTE = textwrap.dedent('''
@@ -182,6 +183,13 @@ def test_band_tolerance_accepts_small_changes(project):
     first = run_reference(toy(project), "quick", progress=lambda line: None)
     shifted = type(first)(**{**first.__dict__, "metrics": {**first.metrics, "count": 3.4, "seconds": 99}})
     assert compare(toy(project), first, shifted) == []
+
+
+def test_resume_needs_a_resumable_reference(project):
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(TOY_MANIFEST.replace("resumable: true\n", ""), encoding="utf-8")
+    with pytest.raises(UsageError, match="keeps no checkpoints"):
+        run_reference(toy(project), "quick", resume=True, progress=lambda line: None)
 
 
 def test_resume_refuses_state_made_by_other_code(project):
