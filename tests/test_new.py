@@ -73,3 +73,41 @@ def test_new_quotes_titles_that_would_break_yaml(project):
 ])
 def test_korean_titles_get_readable_romanized_slugs(title, slug):
     assert slugify(title) == slug
+
+
+def test_new_asks_for_missing_values_in_a_terminal(project):
+    """A contributor without flags answers questions in a real terminal (a pty)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "new", "--date", "2016-03-01"],
+                            stdin=follower, stdout=follower, stderr=follower, cwd=project.parent)
+    os.close(follower)
+    answers = {"제목": "매칭 네트워크", "종류": "paper", "slug": "", "요약": "원샷 학습을 다룬 논문.",
+               "태그": "paper-notes", "인물": "oriol-vinyals", "원문": "https://arxiv.org/abs/1606.04080"}
+    seen = b""
+    while proc.poll() is None:
+        ready, _, _ = select.select([leader], [], [], 10)
+        if not ready:
+            break
+        try:
+            chunk = os.read(leader, 1024)
+        except OSError:
+            break
+        seen += chunk
+        text = seen.decode("utf-8", "ignore")
+        for label, answer in list(answers.items()):
+            if label in text.rsplit("\n", 1)[-1]:
+                os.write(leader, answer.encode() + b"\r")
+                answers.pop(label)
+                seen = b""
+    proc.wait(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0, seen.decode("utf-8", "ignore")
+    path = project / "notes" / "2016" / "maeching-neteuwokeu.yml"
+    assert path.is_file()
+    assert check(project, today=dt.date(2026, 1, 1)).ok
