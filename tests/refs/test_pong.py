@@ -1,0 +1,302 @@
+"""Tests of the Pong REINFORCE reference (content/refs/pong-reinforce/pong.py).
+
+They check numbers: preprocessing against the original's steps on recorded emulator
+frames, returns that restart at each point, the backward pass against numerical
+gradients, sparse against dense, determinism, and a checkpoint that survives SIGKILL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REF_DIR = ROOT / "content" / "refs" / "pong-reinforce"
+FRAMES = Path(__file__).resolve().parent / "data" / "pong_frames.npz"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("pong_reinforce", REF_DIR / "pong.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pong = _load()
+
+
+def small_args(**kw):
+    """A short, fast run: few envs, episodes cut at 120 steps, 1 update per 10 episodes."""
+    base = dict(num_envs=4, num_workers=0, env_groups=2, max_episode_steps=120, max_episodes=20,
+                log_seconds=1e9, checkpoint_every=1, checkpoint_seconds=1e9, seed=7)
+    base.update(kw)
+    return pong.Args(**base)
+
+
+# ---------------------------------------------------------------- preprocessing
+def karpathy_prepro(frame):
+    """The original preprocessing, written out independently of pong.py."""
+    img = np.array(frame[35:195], dtype=np.uint8)
+    img = img[::2, ::2, 0].copy()
+    img[img == 144] = 0
+    img[img == 109] = 0
+    img[img != 0] = 1
+    return img.astype(float).ravel()
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    with np.load(FRAMES, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_preprocess_equals_original_on_recorded_frames(recorded):
+    n_frames = 0
+    for frames in recorded.values():
+        for frame in frames:
+            fast = pong.preprocess(frame)
+            assert fast.shape == (6400,)
+            np.testing.assert_array_equal(fast.astype(float), karpathy_prepro(frame))
+            n_frames += 1
+    assert n_frames == 14
+    # the recorded frames cover both backgrounds (109 at reset, 144 in play) and real content
+    values = np.unique(np.concatenate([f[:, 35:195:2, ::2, 0].ravel() for f in recorded.values()]))
+    assert {109, 144} <= set(values.tolist())
+    assert 5 < pong.preprocess(recorded["rally"][3]).sum() < 200
+
+
+def test_sparse_difference_frames_equal_dense(recorded):
+    for frames in recorded.values():
+        prev_fast, prev_dense = np.zeros(6400, bool), np.zeros(6400)
+        for frame in frames:
+            cur = pong.preprocess(frame)
+            idx, vals = pong.frame_change(cur, prev_fast)
+            dense = np.zeros(6400)
+            dense[idx.astype(int)] = vals
+            np.testing.assert_array_equal(dense, karpathy_prepro(frame) - prev_dense)
+            assert idx.dtype == np.int16 and vals.dtype == np.int8
+            prev_fast, prev_dense = cur, karpathy_prepro(frame)
+
+
+# ---------------------------------------------------------------- returns
+@pytest.mark.parametrize("rewards, gamma, expected", [
+    # worked out by hand: the sum restarts at every point
+    ([0, 0, 1], 0.5, [0.25, 0.5, 1.0]),
+    ([0, 0, 1, 0, -1], 0.5, [0.25, 0.5, 1.0, -0.5, -1.0]),
+    ([0, 1, 0, 0, 0], 0.9, [0.9, 1.0, 0.0, 0.0, 0.0]),  # no point after step 1: zeros
+    ([-1, -1, 0, 1], 0.99, [-1.0, -1.0, 0.99, 1.0]),  # back-to-back points don't mix
+    ([1, 0, 0, 0, 0, 0, -1], 0.99, [1.0, -0.99**5, -0.99**4, -0.99**3, -0.99**2, -0.99, -1.0]),
+])
+def test_returns_restart_at_points(rewards, gamma, expected):
+    got = pong.discounted_returns(np.array(rewards, float), gamma)
+    np.testing.assert_allclose(got, expected, rtol=1e-14, atol=0)
+
+
+def test_without_reset_returns_would_leak():
+    # guard that the reset matters: plain discounting would credit the earlier rally
+    got = pong.discounted_returns(np.array([0, 1, 0, -1], float), 0.5)
+    assert got[0] == 0.5 and got[1] == 1.0
+
+
+# ---------------------------------------------------------------- gradients
+def test_backward_matches_numerical_gradient():
+    rng = np.random.default_rng(0)
+    d, hidden, T = 40, 9, 15
+    X = rng.choice([-1.0, 1.0], size=(T, d))
+    W1T, W2 = rng.standard_normal((d, hidden)) * 0.2, rng.standard_normal(hidden) * 0.5
+    assert np.abs(X @ W1T).min() > 1e-4  # no relu kink within the finite-difference step
+    y = rng.integers(0, 2, T).astype(float)
+    A = rng.standard_normal(T)
+
+    def objective():  # sum_t A_t log pi(a_t | x_t), written independently
+        h = np.maximum(X @ W1T, 0)
+        p = 1 / (1 + np.exp(-(h @ W2)))
+        return np.sum(A * (y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    p, H = pong.forward_dense(W1T, W2, X)
+    dW1T, dW2 = pong.backward_dense(W2, X, H, A * (y - p))
+    eps, errors = 1e-5, []
+    for w, analytic in ((W1T, dW1T), (W2, dW2)):
+        for i in np.ndindex(w.shape):
+            old = w[i]
+            w[i] = old + eps
+            up = objective()
+            w[i] = old - eps
+            down = objective()
+            w[i] = old
+            numeric = (up - down) / (2 * eps)
+            errors.append(abs(numeric - analytic[i]) / (abs(numeric) + abs(analytic[i])))
+    assert max(errors) < 1e-6
+    assert pong.check_gradient(np.random.default_rng(3)) < 1e-6
+
+
+def test_sparse_forward_backward_equal_dense():
+    rng = np.random.default_rng(1)
+    W1T, W2 = pong.init_weights(rng, 200, np.float64)
+    T = 60
+    counts, idx, vals, X = pong.random_sparse_episode(rng, T)
+    assert counts[0] == 0  # an empty difference frame is included
+    p_s, H_s = pong.forward_sparse(W1T, W2, counts, idx, vals)
+    p_d, H_d = pong.forward_dense(W1T, W2, X)
+    np.testing.assert_allclose(p_s, p_d, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(H_s, H_d, rtol=0, atol=1e-10)
+    # steps acted with two different W2 versions: the backward uses each step's own
+    W2_other = W2 + 0.1 * rng.standard_normal(200)
+    W2_rows = np.where(np.arange(T)[:, None] < 25, W2, W2_other)
+    g = rng.standard_normal(T)
+    dW1T, dW2 = np.zeros_like(W1T), np.zeros_like(W2)
+    pong.backward_sparse(W2_rows, H_s, g, counts, idx, vals, dW1T, dW2)
+    e1a, e2a = pong.backward_dense(W2, X[:25], H_d[:25], g[:25])
+    e1b, e2b = pong.backward_dense(W2_other, X[25:], H_d[25:], g[25:])
+    np.testing.assert_allclose(dW1T, e1a + e1b, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(dW2, e2a + e2b, rtol=0, atol=1e-10)
+    assert np.abs(dW1T).max() > 1e-3  # not trivially zero
+
+
+def test_batch_standardization_via_two_buffers_is_exact():
+    """advantage_norm='batch' keeps sum R g and sum g; check against direct standardization."""
+    rng = np.random.default_rng(2)
+    args = pong.Args(advantage_norm="batch", batch_episodes=3, hidden=16, seed=3)
+    L = pong.Learner(args)
+    W1T, W2 = L.W1T.copy(), L.W2.copy()
+    episodes = []
+    for T in (30, 45, 20):
+        counts, idx, vals, X = pong.random_sparse_episode(rng, T)
+        _, H = pong.forward_dense(W1T, W2, X)
+        rewards = np.zeros(T)
+        rewards[rng.choice(T, 3, replace=False)] = rng.choice([-1.0, 1.0], 3)
+        dlogp = rng.uniform(-1, 1, T)
+        episodes.append((X, H, rewards, dlogp))
+        L.finish_episode(rewards, dlogp, lambda g, a, b, X=X, H=H: [
+            np.add(a, pong.backward_dense(W2, X, H, g)[0], out=a), np.add(b, pong.backward_dense(W2, X, H, g)[1], out=b)])
+    assert len(L.ready) == 1
+    R = np.concatenate([pong.discounted_returns(r, args.gamma) for _, _, r, _ in episodes])
+    A = (R - R.mean()) / R.std()
+    g = A * np.concatenate([d for *_, d in episodes])
+    expected = pong.backward_dense(W2, np.vstack([e[0] for e in episodes]), np.vstack([e[1] for e in episodes]), g)
+    np.testing.assert_allclose(L.ready[0][0], expected[0], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(L.ready[0][1], expected[1], rtol=0, atol=1e-10)
+
+
+def test_rmsprop_step_is_the_original():
+    args = pong.Args()
+    rng = np.random.default_rng(4)
+    w, cache, g = rng.standard_normal(50), rng.uniform(0, 1, 50), rng.standard_normal(50)
+    w0, cache0 = w.copy(), cache.copy()
+    pong.rmsprop_ascent(w, cache, g, args)
+    expect_cache = 0.99 * cache0 + 0.01 * g**2
+    np.testing.assert_allclose(cache, expect_cache, rtol=1e-15)
+    np.testing.assert_allclose(w, w0 + 1e-4 * g / (np.sqrt(expect_cache) + 1e-5), rtol=1e-15)
+
+
+# ---------------------------------------------------------------- environment
+def test_action_ids_move_paddle_up_and_down():
+    assert pong.check_actions(0) == 1
+
+
+# ---------------------------------------------------------------- determinism
+def test_same_seed_same_weights_and_layout_does_not_matter():
+    runs = [pong.train(small_args())[0], pong.train(small_args())[0],
+            pong.train(small_args(num_workers=2, env_groups=2))[0]]
+    assert runs[0].updates == 2 and runs[0].episodes >= 20
+    assert any(r != 0 for r in runs[0].curve["reward"])  # points were scored
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].W1T, other.W1T)
+        np.testing.assert_array_equal(runs[0].W2, other.W2)
+        for key in ("reward", "running", "length"):  # ("wall" is timing)
+            assert runs[0].curve[key] == other.curve[key]
+        assert runs[0].env_steps == other.env_steps
+    different = pong.train(small_args(seed=8))[0]
+    assert not np.array_equal(runs[0].W2, different.W2)
+
+
+def test_faithful_loop_trains():
+    L, info = pong.train(small_args(faithful=True, max_episodes=10))
+    assert L.updates == 1 and L.episodes == 10 and info["loop_steps"] == L.env_steps
+    assert max(L.curve["length"]) <= 120 and L.running_reward is not None
+
+
+# ---------------------------------------------------------------- checkpoints
+def read_checkpoint(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    out["meta"] = json.loads(str(out["meta"]))
+    return out
+
+
+def test_kill_and_resume(tmp_path):
+    state = tmp_path / "state"
+    kw = dict(num_envs=4, num_workers=2, env_groups=2, max_episode_steps=200, max_episodes=10**6,
+              checkpoint_every=1, checkpoint_seconds=1e9, log_seconds=1e9, seed=5)
+    code = (f"import sys; from pathlib import Path; sys.path.insert(0, {str(REF_DIR)!r}); import pong; "
+            f"pong.train(pong.Args(**{kw!r}), Path({str(state)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REF_DIR, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = state / "checkpoint.npz"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if ckpt.exists() and read_checkpoint(ckpt)["meta"]["updates"] >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint with 2 updates within 90 s")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (state / "checkpoint.npz.tmp").exists() or True  # a torn temp file is allowed, never read
+    ck = read_checkpoint(ckpt)
+    meta = ck["meta"]
+    assert meta["updates"] >= 2 and meta["episodes"] >= 20 and not meta["finished"]
+    assert meta["episodes"] - 10 * meta["updates"] == meta["in_batch"]  # partial batch carried over
+
+    # 1) resume and stop after one round: the weights are the checkpoint's, untouched
+    args = pong.Args(**{**kw, "max_episodes": meta["episodes"]})
+    L, _ = pong.train(args, state, resume=True)
+    for name in ("W1T", "W2", "cache_W1T", "cache_W2", "grad_W1T", "grad_W2"):
+        np.testing.assert_array_equal(getattr(L, name), ck[name])
+    assert (L.episodes, L.updates, L.in_batch) == (meta["episodes"], meta["updates"], meta["in_batch"])
+    assert L.env_steps == meta["env_steps"] + 4  # exactly one more round of 4 envs
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(str(ck["rng_state"]))
+    rng.random(4)  # the round's draws
+    assert L.rng.bit_generator.state == rng.bit_generator.state
+    assert L.curve["reward"] == ck["curve_reward"].tolist()
+
+    # 2) resume again and train on: the curve continues from the checkpoint
+    args = pong.Args(**{**kw, "max_episodes": meta["episodes"] + 20})
+    L2, _ = pong.train(args, state, resume=True)
+    assert L2.episodes >= meta["episodes"] + 20 and L2.updates >= meta["updates"] + 2
+    assert L2.curve["reward"][:meta["episodes"]] == ck["curve_reward"].tolist()
+    assert L2.curve["running"][:meta["episodes"]] == ck["curve_running"].tolist()
+    assert not np.array_equal(L2.W1T, ck["W1T"])
+    final = read_checkpoint(ckpt)["meta"]
+    assert final["episodes"] == L2.episodes and final["updates"] == L2.updates
+
+    # 3) a run that reached its target resumes straight to the end
+    args = pong.Args(**{**kw, "max_episodes": L2.episodes + 10**6, "target_running_reward": -100.0})
+    L3, _ = pong.train(args, state, resume=True)
+    assert L3.finished and L3.episodes_to_target == L2.episodes + 1
+    L4, info = pong.train(args, state, resume=True)
+    assert info["loop_steps"] == 0 and L4.episodes == L3.episodes
+    np.testing.assert_array_equal(L4.W1T, L3.W1T)
+
+
+def test_checkpoint_refuses_a_different_model(tmp_path):
+    L, _ = pong.train(small_args(max_episodes=10), tmp_path)
+    with pytest.raises(SystemExit):
+        pong.train(small_args(max_episodes=10, hidden=50), tmp_path, resume=True)
+    with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:
+        assert "rng_state" in z.files and z["W1T"].shape == (6400, 200)
+    assert L.episodes >= 10 and L.updates == 1
