@@ -29,7 +29,7 @@ KINDS: dict[str, str] = {
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 ID_RE = SLUG_RE
 # New-style arXiv ids (0704.0001 on) and old-style ones (hep-th/9901001).
-ARXIV_RE = re.compile(r"^(?:\d{2}(?:0[1-9]|1[0-2])\.\d{4,5}|[a-z-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$")
+ARXIV_RE = re.compile(r"^(?:[0-9]{2}(?:0[1-9]|1[0-2])\.[0-9]{4,5}|[a-z-]+(?:\.[A-Z]{2})?/[0-9]{7})(?:v[0-9]+)?$")
 
 
 def spec(doc: str, *, pattern: re.Pattern | None = None, enum: tuple[str, ...] | None = None,
@@ -108,7 +108,7 @@ class Person:
 METRIC_RE = re.compile(r"^[a-z0-9_]+(?:\.[a-z0-9_]+)*$")
 FIGURE_RE = re.compile(r"^[a-z0-9_-]+$")
 PROFILE_RE = re.compile(r"^(quick|full)$")
-TOLERANCE_RE = re.compile(r"^(exact|none|\d+(\.\d*)?([eE][-+]?\d+)?)$")
+TOLERANCE_RE = re.compile(r"^(exact|none|[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?)$")
 PROFILES = ("quick", "full")
 
 
@@ -153,6 +153,21 @@ class RefManifest:
     path: str = field(default="", compare=False, metadata={"internal": True})
 
 
+WEEK_FILE_RE = re.compile(r"^([0-9]{4})-W([0-9]{2})$")
+
+
+@dataclass(frozen=True)
+class IssueIntro:
+    """content/digest/<yyyy>-W<ww>.yml: the editor's optional words for one week's email issue."""
+
+    intro: str = spec("a few short Korean paragraphs opening the issue, plain text; a blank line "
+                      "between paragraphs", example="|\n  이번 주에는 ...")
+    title: str | None = spec("one-line headline, used as the email subject (default: the first note's "
+                             "title)", default=None, example="강화학습으로 퐁 배우기")
+    week: str = field(default="", metadata={"internal": True})  # "2016-W26", from the file name
+    path: str = field(default="", compare=False, metadata={"internal": True})
+
+
 @dataclass(frozen=True)
 class Content:
     """Everything under content/, validated: what every later stage reads."""
@@ -161,6 +176,7 @@ class Content:
     notes: tuple[Note, ...]  # published and drafts, newest first
     tags: dict[str, Tag]
     people: dict[str, Person]
+    intros: dict[str, IssueIntro] = field(default_factory=dict)  # ISO week "2016-W26" -> intro
 
     @property
     def published(self) -> tuple[Note, ...]:

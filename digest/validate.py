@@ -2,7 +2,9 @@
 
 Field rules come from the dataclass fields of ``digest.model``; cross-file
 rules (unknown tag or person ids, duplicate slugs, path disagreeing with
-fields, refs naming no reference) run once every file is read.
+fields, refs naming no reference) run once every file is read. The editor's
+optional intro files of the weekly email, content/digest/<yyyy>-W<ww>.yml, are
+read and judged here too.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from types import UnionType
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from . import directives
 from .diagnostics import Diagnostic
-from .load import RawContent, SourceFile, gc_paused
-from .model import ID_RE, Content, Note, Person, RefManifest, Tag
+from .load import RawContent, SourceFile, display_path, gc_paused, read_one
+from .model import ID_RE, WEEK_FILE_RE, Content, IssueIntro, Note, Person, RefManifest, Tag
 from .yamlread import Map, Node, Scalar, Seq, one_line
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -440,11 +442,73 @@ def _validate(raw: RawContent, today: dt.date | None,
             slugs[slug] = source.path
         if ok:
             notes.append(Note(**values, path=source.path))
+    intros = _intros(raw.root, notes, diagnostics)
     diagnostics.sort(key=lambda d: (d.path, d.line, d.col))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
     notes.sort(key=lambda n: (n.date, n.slug), reverse=True)
-    return Content(raw.root, tuple(notes), tags, people), diagnostics
+    return Content(raw.root, tuple(notes), tags, people, intros), diagnostics
+
+
+INTRO_DIR = "digest"
+MAX_INTRO_CHARS = 2000
+MAX_INTRO_TITLE_CHARS = 120
+
+
+def iso_week_name(date: dt.date) -> str:
+    year, week, _ = date.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _intros(root: Path, notes: list[Note], diagnostics: list[Diagnostic]) -> dict[str, IssueIntro]:
+    """content/digest/<yyyy>-W<ww>.yml, read with the same safe reader and rules as notes."""
+    folder = Path(root) / INTRO_DIR
+    if not folder.is_dir():
+        return {}
+    weeks = {iso_week_name(n.date) for n in notes if not n.draft}
+    intros = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file()):
+        source = read_one(path, display_path(path, root), diagnostics)
+        if source.node is None:
+            continue
+        intro = _intro(source, path.stem, weeks, _Reader(source, diagnostics))
+        if intro is not None:
+            intros[intro.week] = intro
+    return intros
+
+
+def _iso_week(stem: str) -> str | None:
+    """``stem`` if it names a real ISO week (2015-W53 exists, 2016-W53 does not), else None."""
+    found = WEEK_FILE_RE.fullmatch(stem)
+    try:
+        return stem if found and dt.date.fromisocalendar(int(found[1]), int(found[2]), 1) else None
+    except ValueError:
+        return None
+
+
+def _intro(source: SourceFile, stem: str, weeks: set[str], reader: _Reader) -> IssueIntro | None:
+    week = _iso_week(stem)
+    if week is None:
+        reader.error(source.node, f"'{stem}' is not an ISO week",
+                     "name the file <yyyy>-W<ww>.yml after the week of its issue, e.g. 2016-W26.yml")
+        return None
+    values, ok = reader.fields(IssueIntro, source.node)
+    if not ok:
+        return None
+    entries = source.node.entries
+    title, text = values.get("title"), values["intro"]
+    if title and ("\n" in title.strip() or len(title) > MAX_INTRO_TITLE_CHARS):
+        reader.error(entries["title"][1], f"title must be one line of at most {MAX_INTRO_TITLE_CHARS} "
+                     "characters", "it becomes the email subject; shorten it")
+        return None
+    if len(text) > MAX_INTRO_CHARS:
+        reader.error(entries["intro"][1], f"intro is {len(text)} characters, over {MAX_INTRO_CHARS}",
+                     "keep the intro to a few short paragraphs; the notes follow it")
+        return None
+    if week not in weeks:
+        reader.error(source.node, f"no published note is dated in {week}, so this intro is never sent",
+                     "check the week in the file name", severity="warning")
+    return IssueIntro(**values, week=week, path=source.path)
 
 
 __all__ = ["validate", "url_problem", "field_specs"]

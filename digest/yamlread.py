@@ -94,7 +94,7 @@ def decode(path: str, data: bytes) -> str:
             "save the file as UTF-8; it may have been written as EUC-KR/CP949",
         ) from None
     _refuse_tabs(path, text)
-    _refuse_odd_characters(path, text)
+    _refuse_odd_breaks(path, text)
     return text
 
 
@@ -109,25 +109,24 @@ def _refuse_tabs(path: str, text: str) -> None:
         )
 
 
-# What libyaml refuses (control characters), and line breaks it counts but editors may not
-# (lone CR, NEL, LINE/PARAGRAPH SEPARATOR): with them every later line number would be off.
-_ODD_CHARACTER = re.compile(
-    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|\r(?!\n)")
+# Line breaks libyaml counts but editors may not (lone CR, NEL, LINE/PARAGRAPH SEPARATOR): with
+# them every later line number would be off. (libyaml itself refuses control characters.)
+_ODD_BREAK = re.compile("[\x85\u2028\u2029]|\r(?!\n)")
 
 
-def _refuse_odd_characters(path: str, text: str) -> None:
-    found = _ODD_CHARACTER.search(text)
-    if found:
-        at = found.start()
-        line = text.count("\n", 0, at) + 1
-        col = at - (text.rfind("\n", 0, at) + 1) + 1
-        code = f"U+{ord(text[at]):04X}"
-        if text[at] in "\r\x85\u2028\u2029":
-            raise YamlInputError(path, line, col, f"line break character {code} is not allowed",
+def _refuse_odd_breaks(path: str, text: str) -> None:
+    if "\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text:  # fast path: none
+        found = _ODD_BREAK.search(text)
+        if found:
+            raise _odd_character(path, text, found.start(), "line break character {} is not allowed",
                                  "end lines with LF (or CRLF) only; this invisible character often comes "
                                  "from copy-pasted text")
-        raise YamlInputError(path, line, col, f"control character {code} is not allowed",
-                             "remove it; it is invisible and often comes from copy-pasted text")
+
+
+def _odd_character(path: str, text: str, at: int, message: str, hint: str) -> YamlInputError:
+    line = text.count("\n", 0, at) + 1
+    col = at - (text.rfind("\n", 0, at) + 1) + 1
+    return YamlInputError(path, line, col, message.format(f"U+{ord(text[at]):04X}"), hint)
 
 
 def one_line(text: str, limit: int = 400) -> str:
@@ -146,7 +145,14 @@ def parse(path: str, text: str) -> Node:
         return _Builder(path, parser).document()
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(path, text, exc) from None
-    except yaml.YAMLError as exc:  # reader errors without marks (refused above; kept as a safety net)
+    except yaml.reader.ReaderError as exc:  # a control character; its position comes without a mark
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        at = text.find(char)  # the reader stops at the first one
+        if at < 0:  # pragma: no cover - defensive
+            raise YamlInputError(path, 1, 1, one_line(f"YAML error: {exc.reason}"), "") from None
+        raise _odd_character(path, text, at, "control character {} is not allowed",
+                             "remove it; it is invisible and often comes from copy-pasted text") from None
+    except yaml.YAMLError as exc:  # pragma: no cover - any other libyaml error without a mark
         raise YamlInputError(path, 1, 1, one_line(f"YAML error: {' '.join(str(exc).split())}"), "") from None
 
 
@@ -207,6 +213,8 @@ def _syntax_hint(problem: str) -> str:
         return "a value that contains ': ' must be quoted, e.g. title: \"A: B\""
     if "could not find expected ':'" in problem:
         return "each line of a mapping needs 'key: value'; check the indentation above"
+    if "escape" in problem or "hexdecimal number" in problem:
+        return "inside \"...\" a backslash starts an escape: write \\\\ for one, or use '...' quotes"
     if "expected '-' indicator" in problem:
         return "check the indentation: the fields of one list item must line up under the first"
     if "did not find expected key" in problem or "expected <block end>" in problem:
@@ -234,6 +242,8 @@ class _Builder:
         if get().__class__ is StreamEndEvent:
             raise YamlInputError(self.path, 1, 1, "file is empty", "a note is a YAML mapping: title:, slug:, ...")
         root = self.node(get(), 1)
+        if root.__class__ is Scalar and root.style == "" and root.value == "":  # only '---' and comments
+            raise YamlInputError(self.path, 1, 1, "file is empty", "a note is a YAML mapping: title:, slug:, ...")
         get()  # DocumentEnd
         after = get()
         if after.__class__ is not StreamEndEvent:
