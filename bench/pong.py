@@ -87,11 +87,13 @@ def main() -> None:
     base = dataclasses.replace(defaults, max_wall_seconds=ns.seconds, max_episodes=10**9, log_seconds=1e9)
     rows = {}
     if "a" not in ns.skip:
-        rows["a"] = ("faithful original loop (1 env, dense)", learner_rate(pong, dataclasses.replace(base, faithful=True)))
+        faithful = dataclasses.replace(base, faithful=True)
+        rows["a"] = ("faithful original loop (1 env, dense)", learner_rate(pong, faithful))
     if "b" not in ns.skip:
         b_args = dataclasses.replace(base, num_envs=ns.num_envs, num_workers=ns.num_workers,
                                      env_groups=ns.env_groups, dtype=ns.dtype)
-        label = f"this implementation ({ns.num_envs} envs, {ns.num_workers} workers, {ns.env_groups} groups, {ns.dtype})"
+        label = (f"this implementation ({ns.num_envs} envs, {ns.num_workers} workers, "
+                 f"{ns.env_groups} groups, {ns.dtype})")
         rows["b"] = (label, learner_rate(pong, b_args))
     if "c" not in ns.skip:
         rows["c"] = (f"raw emulator, random actions, {cores} processes", raw_rate(ns.seconds, cores))

@@ -7,7 +7,6 @@ gradients, sparse against dense, determinism, and a checkpoint that survives SIG
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -179,7 +178,8 @@ def test_batch_standardization_via_two_buffers_is_exact():
         dlogp = rng.uniform(-1, 1, T)
         episodes.append((X, H, rewards, dlogp))
         L.finish_episode(rewards, dlogp, lambda g, a, b, X=X, H=H: [
-            np.add(a, pong.backward_dense(W2, X, H, g)[0], out=a), np.add(b, pong.backward_dense(W2, X, H, g)[1], out=b)])
+            np.add(a, pong.backward_dense(W2, X, H, g)[0], out=a),
+            np.add(b, pong.backward_dense(W2, X, H, g)[1], out=b)])
     assert len(L.ready) == 1
     R = np.concatenate([pong.discounted_returns(r, args.gamma) for _, _, r, _ in episodes])
     A = (R - R.mean()) / R.std()
