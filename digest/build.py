@@ -40,4 +40,19 @@ def build(content_root: Path, site_dir: Path, outbox: Path) -> None:
     from . import mkdocs_adapter
 
     mkdocs_adapter.build(site_dir=str(site_dir))
+    compose_digest(content, outbox)
     _step(f"done in {time.perf_counter() - start:.1f}s")
+
+
+def compose_digest(content, outbox: Path) -> None:
+    """This week's email issue, or the latest week's with notes, into outbox/<week>/ (a preview)."""
+    from .compose import compose, default_week, weeks_with_notes, write_outbox
+    from .mail import mail_settings
+
+    if not weeks_with_notes(content):
+        _step("no published notes: no digest issue to compose")
+        return
+    week = default_week(content)
+    settings = mail_settings()
+    folder = write_outbox(compose(content, week, settings.site_url), content, settings, outbox)
+    _step(f"digest issue {week.name} ({week.label}) composed into {folder}/")

@@ -6,8 +6,11 @@
     ├── YamlInputError          one YAML file cannot be read safely (syntax, encoding, size,
     │                           aliases, nesting); carries the file, line and column
     ├── UsageError              a command was called with arguments that cannot work
-    └── ReferenceRunError       a reference implementation failed, timed out or left
-                                its outputs incomplete
+    ├── ReferenceRunError       a reference implementation failed, timed out or left
+    │                           its outputs incomplete
+    └── FetchError              a web request for `digest new --arxiv/--url` failed: network,
+        │                       timeout, HTTP status or a response that cannot be read
+        └── RateLimited         the server answered 429/503 and asks to wait longer than we do
 
 Each message says what is wrong and how to fix it, in one line where it can.
 """
@@ -58,3 +61,43 @@ class UsageError(DigestError):
 
 class ReferenceRunError(DigestError):
     """Raised when a reference implementation fails, times out or misses outputs."""
+
+
+class FetchError(DigestError):
+    """Raised when metadata cannot be fetched; the message names the URL and what to do."""
+
+    exit_code = 3
+
+
+class RateLimited(FetchError):
+    """Raised when the server asks us to come back later; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MailSettingsError(DigestError):
+    """Raised when mail settings cannot produce a correct message (see the message for which)."""
+
+
+class AddressInvalid(DigestError):
+    """Raised for an address that cannot be stored or sent to; the message says why, never the address."""
+
+
+class StoreError(DigestError):
+    """Raised when the subscriber store cannot be opened or migrated."""
+
+
+class SendInProgress(StoreError):
+    """Raised when another sender holds the claim on an issue and channel."""
+
+
+class DeliveryError(DigestError):
+    """Raised when sending cannot go on now (server unreachable, TLS or login refused); rerun later."""
+
+    exit_code = 75  # EX_TEMPFAIL: the same command, later, continues
+
+
+class SendPaused(DeliveryError):
+    """Raised when permanent failures pass the configured share of the first recipients."""

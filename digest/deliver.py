@@ -1,0 +1,597 @@
+"""Stage: deliver — one issue to every confirmed subscriber, exactly once, through the ledger.
+
+    send(...)          claim the issue, settle what a dead run left, queue, send with workers,
+                       pause when permanent failures pass the threshold, report
+    OutboxTransport    one .eml per recipient in outbox/<week>/mail/ (the embedded default)
+    SmtpTransport      any SMTP relay: implicit TLS or STARTTLS, login; one connection per worker
+    SmtpSettings, SendSettings   environment or config file, never git
+    status_lines(...)  what was sent to whom, per state; addresses only when asked
+
+Per message the ledger row goes pending → sending → sent. 'sending' is committed after the
+message's content and before its final '.', the only moment after which the server may have
+accepted it; a run that dies then leaves the row 'sending', which the next run reports as
+ambiguous and does not resend (``--resend-ambiguous`` does). Everything before that point is
+retried, so nobody is skipped; nothing after it is retried, so nobody gets two copies.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import re
+import smtplib
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import AddressInvalid, DeliveryError, MailSettingsError, SendPaused
+from .mail import MessageTemplate, setting
+from .store import Subscriber, SubscriberStore, keyed_hash
+
+AMBIGUOUS_REASON = "the sender stopped after the end of the message, before the server's reply"
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str = "starttls"  # starttls | tls (implicit, port 465) | none (loopback tests only)
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout: float = 30.0
+    envelope_from: str = ""  # bounce address; default: the From address
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    rate: float = 0.0  # messages per second over all connections; 0: as fast as the server takes them
+    concurrency: int = 1  # SMTP connections
+    retries: int = 3  # extra attempts after a 4xx reply or a dropped connection
+    backoff: float = 5.0  # seconds before the first retry; doubles each time
+    bounce_threshold: float = 0.05  # pause when permanent failures pass this share ...
+    bounce_window: int = 200  # ... of the first this many recipients
+    progress_every: float = 2.0  # seconds between progress lines
+
+
+def _number(value, what: str, cast=float):
+    try:
+        number = cast(value)
+    except (TypeError, ValueError):
+        raise MailSettingsError(f"{what} must be a number, not '{value}'") from None
+    if number < 0:
+        raise MailSettingsError(f"{what} must not be negative")
+    return number
+
+
+def smtp_settings(env: dict, config: dict) -> SmtpSettings:
+    host = setting(env, config, "smtp", "host")
+    if not host:
+        raise MailSettingsError("no SMTP server configured: set DIGEST_SMTP_HOST (and DIGEST_SMTP_PORT, "
+                                "DIGEST_SMTP_SECURITY, DIGEST_SMTP_USERNAME, DIGEST_SMTP_PASSWORD), or "
+                                "[smtp] host in the config file; or send to the outbox")
+    security = setting(env, config, "smtp", "security", "starttls")
+    if security not in ("starttls", "tls", "none"):
+        raise MailSettingsError(f"DIGEST_SMTP_SECURITY is '{security}'; use starttls, tls or none")
+    port = _number(setting(env, config, "smtp", "port", {"tls": 465, "starttls": 587}.get(security, 25)),
+                   "DIGEST_SMTP_PORT", int)
+    password = env.get("DIGEST_SMTP_PASSWORD", "")
+    if not password and (file := setting(env, config, "smtp", "password_file")):
+        try:
+            password = Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise MailSettingsError(f"cannot read the SMTP password file {file}: {exc.strerror}") from None
+    return SmtpSettings(host=host, port=port, security=security,
+                        username=setting(env, config, "smtp", "username", ""), password=password,
+                        timeout=_number(setting(env, config, "smtp", "timeout", 30), "DIGEST_SMTP_TIMEOUT"),
+                        envelope_from=setting(env, config, "smtp", "envelope_from", ""))
+
+
+def send_settings(env: dict, config: dict) -> SendSettings:
+    d = SendSettings()
+    return SendSettings(
+        rate=_number(setting(env, config, "send", "rate", d.rate), "send rate"),
+        concurrency=max(1, _number(setting(env, config, "send", "concurrency", d.concurrency), "concurrency", int)),
+        retries=_number(setting(env, config, "send", "retries", d.retries), "retries", int),
+        backoff=_number(setting(env, config, "send", "backoff", d.backoff), "backoff"),
+        bounce_threshold=_number(setting(env, config, "send", "bounce_threshold", d.bounce_threshold),
+                                 "bounce_threshold"),
+        bounce_window=_number(setting(env, config, "send", "bounce_window", d.bounce_window), "bounce_window", int),
+        progress_every=_number(setting(env, config, "send", "progress_every", d.progress_every), "progress_every"))
+
+
+# --- transports ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: str  # sent | temporary | permanent | lost (before the point of no return) | ambiguous | withdrawn
+    reply: str = ""
+
+
+def redact(reply: str, address: str = "") -> str:
+    """A server reply fit for the ledger and logs: one line, no address in it."""
+    text = " ".join(reply.split())
+    if "@" not in text:  # the common case: "250 2.0.0 queued"
+        return text[:300]
+    if address:
+        text = re.sub(re.escape(address), "recipient", text, flags=re.IGNORECASE)
+    return _ADDRESS.sub("address", text)[:300]
+
+
+def _reply(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return f"{code} {text}"
+
+
+def classify(code: int, message: bytes | str) -> Outcome:
+    kind = "permanent" if 500 <= code < 600 else "temporary"
+    return Outcome(kind, _reply(code, message))
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """RFC 5321 4.5.2: a line starting with '.' gets another; our base64 bodies have none."""
+    if message.startswith(b".") or b"\n." in message:
+        message = re.sub(rb"(?m)^\.", b"..", message)
+    return message
+
+
+class SmtpTransport:
+    """One SMTP connection, opened on first use and again after it drops."""
+
+    MAX_CONNECT_FAILURES = 5
+
+    def __init__(self, settings: SmtpSettings):
+        self.settings = settings
+        self.smtp: smtplib.SMTP | None = None
+        self.connect_failures = 0
+
+    def _connection(self) -> smtplib.SMTP:
+        """The open connection, or a new one; DeliveryError when the server stays unreachable."""
+        if self.smtp is None:
+            try:
+                self.smtp = self._connect()
+            except OSError as exc:
+                self.connect_failures += 1
+                if self.connect_failures >= self.MAX_CONNECT_FAILURES:
+                    raise DeliveryError(f"cannot reach the SMTP server at {self.settings.host}:{self.settings.port} "
+                                        f"({type(exc).__name__}: {exc}) after {self.connect_failures} tries; "
+                                        "nothing is lost: rerun the same command later") from None
+                raise
+            self.connect_failures = 0
+        return self.smtp
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        context = ssl.create_default_context()
+        if s.security == "tls":
+            smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+        try:
+            smtp.ehlo()
+            if s.security == "starttls":
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if s.username:
+                smtp.login(s.username, s.password)
+            # The final '.' goes out in its own small write after the ledger commit: without this,
+            # Nagle's algorithm holds it until the server's delayed ACK (~40 ms a message).
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError) as exc:
+            smtp.close()
+            raise DeliveryError(f"the SMTP server at {s.host}:{s.port} refused us: {redact(str(exc))}; "
+                                "check DIGEST_SMTP_USERNAME, DIGEST_SMTP_PASSWORD and DIGEST_SMTP_SECURITY") from None
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def drop(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+            self.smtp = None
+
+    def close(self) -> None:
+        if self.smtp is not None:
+            try:
+                self.smtp.quit()
+            except OSError:
+                pass
+            self.smtp = None
+
+    def resolve(self, subscriber_id: int) -> str | None:
+        return None  # an SMTP server cannot be asked whether it accepted a message
+
+    def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool]) -> Outcome:
+        committed = False
+        try:
+            smtp = self._connection()
+            for command, argument, accepted in (("mail", sender, (250,)), ("rcpt", recipient.address, (250, 251))):
+                code, text = getattr(smtp, command)(argument)
+                if code not in accepted:
+                    return self._refused(code, text)
+            code, text = smtp.docmd("DATA")
+            if code != 354:
+                return self._refused(code, text)
+            smtp.send(dot_stuffed(message if message.endswith(b"\r\n") else message + b"\r\n"))
+            if not commit():
+                self.drop()  # withdraws the message: the server never sees its end
+                return Outcome("withdrawn", "no longer subscribed")
+            committed = True
+            smtp.send(b".\r\n")
+            code, text = smtp.getreply()
+        except OSError as exc:  # smtplib's errors, resets, timeouts, TLS failures
+            self.drop()
+            reason = f"connection lost: {type(exc).__name__} {exc}".strip()
+            return Outcome("ambiguous" if committed else "lost", reason)
+        if code == 250:
+            return Outcome("sent", _reply(code, text))
+        return self._refused(code, text)
+
+    def _refused(self, code: int, text: bytes) -> Outcome:
+        if code == 421 or code < 0:
+            self.drop()
+        else:
+            try:
+                self.smtp.rset()
+            except OSError:
+                self.drop()
+        return classify(code, text)
+
+
+class OutboxTransport:
+    """Writes each message to outbox/<week>/mail/<id>-<keyed hash>.eml, atomically (no address in names)."""
+
+    def __init__(self, folder: Path, secret: bytes):
+        self.folder = Path(folder)
+        self.secret = secret
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, recipient: Subscriber) -> Path:
+        return self.folder / f"{recipient.id:08d}-{keyed_hash(self.secret, recipient.address)}.eml"
+
+    def resolve(self, subscriber_id: int) -> str | None:
+        found = any(self.folder.glob(f"{subscriber_id:08d}-*.eml"))
+        return "sent" if found else "pending"
+
+    def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool]) -> Outcome:
+        path = self.path(recipient)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(message)
+        except OSError as exc:
+            return Outcome("lost", f"cannot write {tmp}: {exc.strerror}")
+        if not commit():
+            tmp.unlink(missing_ok=True)
+            return Outcome("withdrawn", "no longer subscribed")
+        os.replace(tmp, path)
+        return Outcome("sent", f"written to {path.name}")
+
+    def drop(self) -> None:
+        pass
+
+    close = drop
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+@dataclass(order=True)
+class _Retry:
+    at: float
+    order: int
+    recipient: Subscriber = field(compare=False)
+    attempts: int = field(compare=False, default=0)
+
+
+class Dispatcher:
+    """Hands out pending recipients in id order, then those waiting to retry; thread-safe.
+
+    The cursor lives only in this run: a recipient fetched but never sent stays pending in the
+    ledger and the next run fetches it again (listmonk#3022 skipped such subscribers).
+    """
+
+    def __init__(self, store: SubscriberStore, issue: str, channel: str, batch: int = 500):
+        self.store, self.issue, self.channel, self.batch = store, issue, channel, batch
+        self.cursor, self.buffer, self.exhausted = 0, [], False
+        self.retries: list[_Retry] = []
+        self.in_flight = 0
+        self.halted, self.why = False, ""
+        self.order = itertools.count()
+        self.cv = threading.Condition()
+
+    def next(self, wait: bool = True) -> tuple[Subscriber, int] | None:
+        """The next recipient and its attempts so far; None when there is none (now, if not ``wait``)."""
+        with self.cv:
+            while not self.halted:
+                now = time.monotonic()
+                if self.retries and self.retries[0].at <= now:
+                    item = heapq.heappop(self.retries)
+                    self.in_flight += 1
+                    return item.recipient, item.attempts
+                if not self.buffer and not self.exhausted:
+                    self.buffer = self.store.pending(self.issue, self.channel, self.cursor, self.batch)[::-1]
+                    self.exhausted = len(self.buffer) < self.batch
+                    if self.buffer:
+                        self.cursor = self.buffer[0].id
+                if self.buffer:
+                    self.in_flight += 1
+                    return self.buffer.pop(), 0
+                if not wait or (not self.retries and not self.in_flight):
+                    return None
+                self.cv.wait(timeout=(self.retries[0].at - now) if self.retries else None)
+            return None
+
+    def done(self, retry: tuple[Subscriber, int, float] | None = None) -> None:
+        with self.cv:
+            self.in_flight -= 1
+            if retry is not None:
+                recipient, attempts, delay = retry
+                heapq.heappush(self.retries, _Retry(time.monotonic() + delay, next(self.order), recipient, attempts))
+            self.cv.notify_all()
+
+    def stop(self, why: str) -> None:
+        with self.cv:
+            self.halted, self.why = True, self.why or why
+            self.cv.notify_all()
+
+    def left_waiting(self) -> list[_Retry]:
+        with self.cv:
+            return list(self.retries)
+
+
+class RateLimiter:
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next_at)
+            self.next_at = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+@dataclass
+class Tally:
+    """This run's outcomes, and the ledger's totals it started from."""
+
+    start: dict[str, int]
+    counts: Counter = field(default_factory=Counter)
+    began: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, state: str) -> None:
+        with self.lock:
+            self.counts[state] += 1
+
+    def line(self, name: str) -> str:
+        with self.lock:
+            c = self.counts
+            done = c["sent"] + c["failed"] + c["skipped"] + c["ambiguous"]
+            remaining = max(0, self.start["pending"] - done - c["deferred"])
+            elapsed = max(time.monotonic() - self.began, 1e-6)
+            rate = done / elapsed
+            eta = remaining / rate if rate else 0.0
+            return (f"{name}: sent {self.start['sent'] + c['sent']} · failed {self.start['failed'] + c['failed']} · "
+                    f"remaining {remaining} · {rate:.0f} msg/s · ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+
+
+@dataclass
+class BounceGuard:
+    """Pause when permanent failures pass ``threshold`` of the first ``window`` recipients."""
+
+    threshold: float
+    window: int
+    decided: int
+    failed: int
+    ignore: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, failed: bool, total: int) -> str:
+        """Why sending must pause now, or ''."""
+        with self.lock:
+            self.decided += 1
+            self.failed += failed
+            window = min(self.window, total)
+            limit = self.threshold * window
+            if self.ignore or not failed or self.decided > self.window or self.failed <= limit:
+                return ""
+            return (f"{self.failed} of the first {self.decided} recipients were refused permanently, over "
+                    f"{self.threshold:.0%} of the first {window}; this protects the sender's reputation")
+
+
+@dataclass
+class Run:
+    store: SubscriberStore
+    template: MessageTemplate
+    issue: str
+    channel: str
+    settings: SendSettings
+    transport_factory: Callable[[], object]
+    envelope_from: str
+    secret: bytes
+    log: Callable[[str], None]
+    dispatcher: Dispatcher = None
+    tally: Tally = None
+    guard: BounceGuard = None
+    limiter: RateLimiter = None
+    composer: ThreadPoolExecutor = None
+    total: int = 0
+    LOOKAHEAD = 4  # messages composed (and signed) ahead of the one on the wire
+
+    def worker(self) -> None:
+        """Send until the dispatcher runs dry; any error stops the other workers and is re-raised.
+
+        The next few messages are composed on the composer thread while this one waits for the
+        server, so composing and signing overlap the round trips instead of adding to them.
+        """
+        transport = self.transport_factory()
+        ahead: deque = deque()
+        clean = False
+        try:
+            while True:
+                while len(ahead) < self.LOOKAHEAD and (item := self.dispatcher.next(wait=not ahead)):
+                    ahead.append((*item, self.composer.submit(self.compose, item[0])))
+                if not ahead or self.dispatcher.halted:  # paused or interrupted: send nothing more
+                    break
+                recipient, attempts, composed = ahead.popleft()
+                retry = None
+                try:
+                    retry = self.one(transport, recipient, attempts, composed.result())
+                finally:
+                    self.dispatcher.done(retry)
+            clean = True
+        finally:
+            for *_, composed in ahead:  # composed, never sent: they stay pending in the ledger
+                composed.cancel()
+                self.dispatcher.done()
+            transport.close()
+            if not clean:
+                self.dispatcher.stop("")
+
+    def compose(self, recipient: Subscriber) -> bytes | AddressInvalid | None:
+        try:
+            return self.template.message(recipient)
+        except AddressInvalid as exc:
+            return exc
+
+    def one(self, transport, recipient: Subscriber, attempts: int, message: bytes | AddressInvalid | None):
+        """Send to one recipient; (recipient, attempts, delay) when it must be tried again."""
+        who = keyed_hash(self.secret, recipient.address)
+        if isinstance(message, AddressInvalid):
+            self.log(f"failed {who}: {message}")
+            return self.finish(recipient, "failed", f"address refused: {message}")
+        if message is None:
+            return self.finish(recipient, "skipped", "no note this week is on the chosen topics")
+        self.limiter.wait()
+        outcome = transport.deliver(self.envelope_from, recipient, message,
+                                    lambda: self.store.begin_send(self.issue, self.channel, recipient.id))
+        reply = redact(outcome.reply, recipient.address)
+        if outcome.kind == "sent":
+            return self.finish(recipient, "sent", reply)
+        if outcome.kind == "withdrawn":
+            return self.finish(recipient, "skipped", reply)
+        if outcome.kind == "ambiguous":
+            self.log(f"ambiguous {who}: {reply}; not resent without --resend-ambiguous")
+            return self.finish(recipient, "ambiguous", reply)
+        if outcome.kind == "permanent":
+            self.log(f"failed {who}: {reply}")
+            self.finish(recipient, "failed", reply)
+            if why := self.guard.record(True, self.total):
+                self.dispatcher.stop(why)
+            return None
+        if attempts < self.settings.retries:  # temporary reply or lost connection: later, with backoff
+            self.store.finish(self.issue, self.channel, recipient.id, "pending", reply)
+            return recipient, attempts + 1, self.settings.backoff * 2 ** attempts
+        self.log(f"deferred {who}: {reply} (after {attempts + 1} attempts); the next run tries again")
+        self.store.finish(self.issue, self.channel, recipient.id, "pending", reply)
+        self.tally.add("deferred")
+        return None
+
+    def finish(self, recipient: Subscriber, state: str, reply: str) -> None:
+        self.store.finish(self.issue, self.channel, recipient.id, state, reply)
+        self.tally.add(state)
+        if state == "sent":
+            self.guard.record(False, self.total)
+        return None
+
+
+def settle(store: SubscriberStore, issue: str, channel: str, transport) -> int:
+    """Rows a dead run left 'sending': delivered, not delivered, or ambiguous when nobody can tell."""
+    stuck = store.deliveries(issue, channel, "sending")
+    for row in stuck:
+        state = transport.resolve(row.subscriber_id) or "ambiguous"
+        store.finish(issue, channel, row.subscriber_id, state, AMBIGUOUS_REASON if state == "ambiguous" else "")
+    return len(stuck)
+
+
+def send(store: SubscriberStore, template: MessageTemplate, channel: str, transport_factory: Callable[[], object],
+         settings: SendSettings, envelope_from: str, resend_ambiguous: bool = False, ignore_bounces: bool = False,
+         log: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Send ``template``'s issue on ``channel`` to everyone not yet sent; the ledger's counts after.
+
+    Raises SendPaused when permanent failures pass the threshold, DeliveryError when the
+    server refuses the sender; in both cases everything not sent stays pending.
+    """
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    issue, name = template.issue, f"digest send {template.issue} → {channel}"
+    secret = store.secret()
+    with store.claim(issue, channel):
+        probe = transport_factory()
+        if settled := settle(store, issue, channel, probe):
+            log(f"{name}: settled {settled} message(s) a stopped run left in flight")
+        if resend_ambiguous and (again := store.resend_ambiguous(issue, channel)):
+            log(f"{name}: {again} ambiguous recipient(s) will be sent again (--resend-ambiguous)")
+        store.queue(issue, channel)
+        start = store.counts(issue, channel)
+        run = Run(store, template, issue, channel, settings, transport_factory, envelope_from, secret, log)
+        run.total = sum(start.values()) - start["skipped"]
+        run.dispatcher = Dispatcher(store, issue, channel)
+        run.tally = Tally(start)
+        run.guard = BounceGuard(settings.bounce_threshold, settings.bounce_window,
+                                start["sent"] + start["failed"], start["failed"], ignore_bounces)
+        run.limiter = RateLimiter(settings.rate)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="compose") as run.composer:
+                _run_workers(run, name, log)
+        finally:
+            log(run.tally.line(name))
+        counts = store.counts(issue, channel)
+    if run.dispatcher.why:
+        raise SendPaused(f"sending paused: {run.dispatcher.why}. Nothing more was sent; "
+                         f"`digest send --status --week {issue}` shows the replies. When the list or the "
+                         "sender is fixed, run the same command with --ignore-bounces to continue")
+    return counts
+
+
+def _run_workers(run: Run, name: str, log) -> None:
+    """The workers, a progress line every few seconds; their first error is raised here."""
+    with ThreadPoolExecutor(run.settings.concurrency, thread_name_prefix="send") as pool:
+        futures = [pool.submit(run.worker) for _ in range(run.settings.concurrency)]
+        try:
+            while wait(futures, timeout=run.settings.progress_every or None)[1]:
+                log(run.tally.line(name))
+        except KeyboardInterrupt:  # finish the messages in flight, then stop: the ledger stays exact
+            run.dispatcher.stop("interrupted")
+            raise
+        for future in futures:
+            future.result()
+
+
+# --- status ----------------------------------------------------------------------------------
+
+STATE_NOTES = {
+    "pending": "not sent yet; the same `digest send` continues",
+    "sending": "in flight now, or left by a stopped run (settled by the next run)",
+    "ambiguous": "maybe delivered when a sender stopped; --resend-ambiguous sends them again",
+    "failed": "refused permanently by the server",
+    "skipped": "unsubscribed, or no note on their topics",
+}
+
+
+def status_lines(store: SubscriberStore, issue: str, channel: str, addresses: bool = False) -> list[str]:
+    counts = store.counts(issue, channel)
+    lines = [f"{issue} → {channel}: {sum(counts.values())} recipient(s)"]
+    lines += [f"  {state:<10} {n:>7}   {STATE_NOTES.get(state, '')}".rstrip() for state, n in counts.items()]
+    failed = store.deliveries(issue, channel, "failed")
+    if failed:
+        lines.append("failures by reply:")
+        lines += [f"  {n:>7}   {reply}" for reply, n in Counter(d.reply for d in failed).most_common(10)]
+    if addresses:
+        lines.append("recipients (state, attempts, updated, address, reply):")
+        lines += [f"  {d.state:<10} {d.attempts:>2}  {d.updated}  {d.address}  {d.reply}".rstrip()
+                  for d in store.deliveries(issue, channel)]
+    return lines
