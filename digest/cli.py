@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -54,6 +55,21 @@ def cmd_new(args) -> int:
     print(f"created {path}")
     print(f"next: edit it, then run `digest check {path}`")
     return 0
+
+
+def cmd_links(args) -> int:
+    from .links import Politeness, run
+
+    politeness = Politeness(per_host=args.per_host, delay=args.delay, timeout=args.timeout,
+                            concurrency=args.concurrency)
+    cache = None if args.no_cache else args.content.parent / args.cache
+    report = run(args.content, politeness, cache, args.max_age,
+                 warn=lambda message: print(f"digest links: {message}", file=sys.stderr))
+    for line in report.lines(github=args.github or os.environ.get("GITHUB_ACTIONS") == "true"):
+        print(line)
+    if args.report:
+        args.report.write_text(report.markdown(), encoding="utf-8")
+    return 1 if report.count("broken") else 0
 
 
 def cmd_build(args) -> int:
@@ -109,6 +125,125 @@ def cmd_refs_status(args) -> int:
     return 0
 
 
+def _mail_config(args) -> tuple[dict, dict]:
+    from .mail import read_config
+
+    return os.environ, read_config(args.config or os.environ.get("DIGEST_CONFIG"))
+
+
+def _mail_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML settings file (default: $DIGEST_CONFIG); environment variables win; "
+                             "passwords and keys only from the environment")
+    parser.add_argument("--outbox", type=Path, default=Path("outbox"), metavar="DIR")
+    _content_arg(parser)
+
+
+def _week(args, content):
+    from .compose import IsoWeek, current_week
+
+    return IsoWeek.parse(args.week) if args.week else current_week()
+
+
+def cmd_issue(args) -> int:
+    from .check import load_content
+    from .compose import compose, write_outbox
+    from .mail import mail_settings
+
+    env, config = _mail_config(args)
+    content, _ = load_content(args.content)
+    settings = mail_settings(env, config)
+    issue = compose(content, _week(args, content), settings.site_url, allow_empty=args.allow_empty)
+    folder = write_outbox(issue, content, settings, args.outbox)
+    print(f"composed {issue.id} ({issue.week.label}): {len(issue.notes)} note(s) → {folder}/ "
+          "issue.html issue.txt issue.eml issue.json")
+    return 0
+
+
+def _store(args, env, config):
+    from .mail import setting
+    from .store import open_store
+
+    return open_store(args.store or setting(env, config, "send", "store"))
+
+
+def cmd_send(args) -> int:
+    from .check import load_content
+    from .compose import compose as compose_issue
+    from .compose import render, weeks_with_notes
+    from .deliver import OutboxTransport, SmtpTransport, send, send_settings, smtp_settings, status_lines
+    from .mail import mail_settings
+
+    env, config = _mail_config(args)
+    store = _store(args, env, config)
+    content, _ = load_content(args.content)
+    week = _week(args, content)
+    if args.status:
+        print("\n".join(status_lines(store, week.name, args.to, addresses=args.addresses)))
+        return 0
+    if args.skip_empty and week not in weeks_with_notes(content):
+        print(f"no notes are dated in {week.name} ({week.label}): no issue, nothing sent")
+        return 0
+    settings = mail_settings(env, config)
+    template = render(compose_issue(content, week, settings.site_url), content, settings, store.secret())
+    envelope_from = settings.sender
+    if args.to == "smtp":
+        settings.refuse_placeholders()
+        smtp = smtp_settings(env, config)
+        envelope_from = smtp.envelope_from or settings.sender
+        factory = lambda: SmtpTransport(smtp)  # noqa: E731
+    else:
+        folder, secret = args.outbox / week.name / "mail", store.secret()
+        factory = lambda: OutboxTransport(folder, secret)  # noqa: E731
+    signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job: finish the message in flight, then stop
+    counts = send(store, template, args.to, factory, send_settings(env, config), envelope_from,
+                  resend_ambiguous=args.resend_ambiguous, ignore_bounces=args.ignore_bounces)
+    print(" · ".join(f"{state} {n}" for state, n in counts.items() if n) or "no confirmed subscribers")
+    if counts["ambiguous"]:
+        print(f"{counts['ambiguous']} ambiguous: maybe delivered when a sender stopped; not resent. "
+              f"See `digest send --status --week {week.name} --to {args.to}`; --resend-ambiguous sends them again")
+    return 75 if counts["pending"] else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _known_tags(args) -> set[str]:
+    from .check import load_content
+
+    content, _ = load_content(args.content)
+    return set(content.tags)
+
+
+def cmd_subscribers(args) -> int:
+    from .store import keyed_hash, read_csv
+
+    env, config = _mail_config(args)
+    store = _store(args, env, config)
+    if args.action == "count":
+        for status in ("confirmed", "pending", "unsubscribed"):
+            print(f"{status:<13} {store.count(status)}")
+        return 0
+    status = "pending" if args.pending else "confirmed"
+    known = _known_tags(args)
+    if args.action == "add":
+        unknown = [t for t in args.topic if t not in known]
+        if unknown:
+            raise UsageError(f"unknown topic(s): {', '.join(unknown)}; topics are tag ids of content/tags.yml")
+        subscriber, created = store.add(args.address, args.topic, status=status)
+        print(f"{'added' if created else 'updated'} subscriber #{subscriber.id} "
+              f"({keyed_hash(store.secret(), subscriber.address)}), {status}")
+        return 0
+    rows, problems = read_csv(args.file, known, status)
+    created, updated = store.add_many(rows, source=f"import:{args.file.name}")
+    for line in problems:
+        print(line, file=sys.stderr)
+    print(f"imported {created + updated} subscriber(s): {created} new, {updated} updated; "
+          f"{len(problems)} row(s) refused")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digest",
@@ -144,8 +279,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", help="YYYY-MM-DD (default: today in Seoul)")
     p.add_argument("--summary", help="one or two sentences")
     p.add_argument("--no-input", action="store_true", help="never ask; fail on missing values")
+    fetched = p.add_mutually_exclusive_group()
+    fetched.add_argument("--arxiv", metavar="ID", help="fetch title, authors and date of an arXiv paper "
+                         "(e.g. 1606.04080) and fill the source and people")
+    fetched.add_argument("--url", metavar="URL", help="fetch title, authors and date of a web page")
+    p.add_argument("--add-people", action="store_true",
+                   help="append authors missing from people.yml to it (default: print entries to paste)")
     _content_arg(p)
     p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("links", help="check every external link in the content",
+                       description="Check every external link of notes (sources and body links) and "
+                                   "people concurrently: HEAD then GET, redirects followed. Prints broken "
+                                   "and moved links as file:line: status url; exit 1 on broken links.")
+    p.add_argument("--timeout", type=float, default=15.0, metavar="S", help="seconds per request (default 15)")
+    p.add_argument("--per-host", type=int, default=2, metavar="N", help="requests at once to one host (default 2)")
+    p.add_argument("--delay", type=float, default=1.0, metavar="S",
+                   help="seconds between requests to one host (default 1)")
+    p.add_argument("--concurrency", type=int, default=16, metavar="N", help="requests at once in all (default 16)")
+    p.add_argument("--cache", type=Path, default=Path(".cache/links.json"), metavar="FILE",
+                   help="cache of good results, relative to the project root (default .cache/links.json)")
+    p.add_argument("--max-age", type=float, default=24 * 7, metavar="HOURS",
+                   help="recheck links whose good result is older than this (default 168)")
+    p.add_argument("--no-cache", action="store_true", help="check every link, read and write no cache")
+    p.add_argument("--report", type=Path, metavar="FILE", help="also write a Markdown report (for an issue)")
+    p.add_argument("--github", action="store_true",
+                   help="also print GitHub Actions annotations (automatic when GITHUB_ACTIONS=true)")
+    _content_arg(p)
+    p.set_defaults(func=cmd_links)
 
     refs = sub.add_parser("refs", help="run and verify reference implementations",
                           description="Reference implementations live in content/refs/<name>/.")
@@ -178,6 +339,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outbox", type=Path, default=Path("outbox"), metavar="DIR")
     _content_arg(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("issue", help="compose a week's email issue into outbox/<week>/",
+                       description="Compose the issue of an ISO week (Asia/Seoul; default: this week) into "
+                                   "outbox/<yyyy>-W<ww>/: issue.html, issue.txt, issue.eml (a preview addressed "
+                                   "to nobody real) and issue.json (what went in).")
+    p.add_argument("--week", metavar="YYYY-Www", help="e.g. 2016-W28 (default: the current week)")
+    p.add_argument("--allow-empty", action="store_true", help="compose even when no note is dated in the week")
+    _mail_args(p)
+    p.set_defaults(func=cmd_issue)
+
+    p = sub.add_parser("send", help="deliver a week's issue to every confirmed subscriber, exactly once",
+                       description="Send the issue to every confirmed subscriber not yet sent, recording each "
+                                   "in the delivery ledger: rerunning after a crash sends to nobody twice and "
+                                   "skips nobody. --to outbox (default) writes one .eml per recipient into "
+                                   "outbox/<week>/mail/; --to smtp sends through DIGEST_SMTP_* settings. Exit 75 "
+                                   "when recipients remain (temporary failures, pause): run it again later.")
+    p.add_argument("--week", metavar="YYYY-Www", help="e.g. 2016-W28 (default: the current week)")
+    p.add_argument("--to", choices=("outbox", "smtp"), default="outbox")
+    p.add_argument("--status", action="store_true", help="report what was sent, per state; send nothing")
+    p.add_argument("--addresses", action="store_true", help="with --status: also list each recipient's address")
+    p.add_argument("--resend-ambiguous", action="store_true",
+                   help="send again to recipients whose message may or may not have been accepted")
+    p.add_argument("--ignore-bounces", action="store_true",
+                   help="continue past the pause for too many permanent failures")
+    p.add_argument("--skip-empty", action="store_true",
+                   help="a week without notes is not an error: send nothing and exit 0 (for schedules)")
+    p.add_argument("--store", metavar="PATH", help="subscriber store (default: $DIGEST_STORE or "
+                                                   "var/subscribers.sqlite3)")
+    _mail_args(p)
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("subscribers", help="add, import or count subscribers",
+                       description="Manage the subscriber store. Addresses are never printed or logged; "
+                                   "reports show a keyed hash.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("add", help="add (or update) one confirmed subscriber")
+    a.add_argument("address")
+    a.add_argument("--topic", action="append", default=[], metavar="TAG", help="tag id (repeatable; default: all)")
+    a.add_argument("--pending", action="store_true", help="not confirmed yet: gets no issue until confirmed")
+    a = actions.add_parser("import", help="import a CSV file (email[,topics][,status] with a header row)")
+    a.add_argument("file", type=Path)
+    a.add_argument("--pending", action="store_true", help="rows without a status column are not confirmed yet")
+    actions.add_parser("count", help="how many subscribers, per status")
+    for a in actions.choices.values():
+        a.add_argument("--store", metavar="PATH", help="default: $DIGEST_STORE or var/subscribers.sqlite3")
+        a.add_argument("--config", type=Path, metavar="FILE")
+        _content_arg(a)
+    p.set_defaults(func=cmd_subscribers)
     return parser
 
 

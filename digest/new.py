@@ -3,6 +3,12 @@
 Values come from flags; missing ones are asked for when a terminal is
 attached. Unknown tag, person or kind ids are refused with the nearest id, so
 the contributor fixes them before any file exists.
+
+``--arxiv ID`` and ``--url URL`` fetch the title, authors and date first
+(``digest.metadata``): the source is filled, authors found in people.yml are
+listed, and unknown authors are proposed as registry entries (``--add-people``
+appends them). Every check and fetch happens before anything is written, and
+files are written whole or not at all.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import authors as people_registry
 from .errors import UsageError
-from .load import NOTES_DIR, load
-from .model import KINDS, SLUG_RE, Person, Tag
+from .load import NOTES_DIR, PEOPLE_FILE, load
+from .metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arxiv_id
+from .model import KINDS, SLUG_RE, Person, Source, Tag
 from .romanize import slugify
 from .templates import environment
 from .validate import SEOUL, _registry, _suggest, url_problem
@@ -30,7 +38,8 @@ class NewNote:
     summary: str
     tags: list[str] = field(default_factory=list)
     people: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    new_people: list[people_registry.NewPerson] = field(default_factory=list)
 
 
 def _ask(prompt: str, interactive: bool, default: str = "") -> str:
@@ -41,8 +50,8 @@ def _ask(prompt: str, interactive: bool, default: str = "") -> str:
     return answer or default
 
 
-def _ask_list(prompt: str, interactive: bool) -> list[str]:
-    return [x.strip() for x in _ask(prompt, interactive).split(",") if x.strip()]
+def _ask_list(prompt: str, interactive: bool, default: str = "") -> list[str]:
+    return [x.strip() for x in _ask(prompt, interactive, default).split(",") if x.strip()]
 
 
 def _known(ids: list[str], registry: dict, what: str, registry_file: str) -> None:
@@ -52,8 +61,9 @@ def _known(ids: list[str], registry: dict, what: str, registry_file: str) -> Non
             raise UsageError(f"unknown {what} '{ident}': {hint}")
 
 
-def collect(args, tags: dict, people: dict, interactive: bool) -> NewNote:
-    title = args.title or _ask("제목 (title)", interactive)
+def collect(args, tags: dict, people: dict, interactive: bool, meta: Metadata | None = None) -> NewNote:
+    """The note to write, from flags, answers and fetched ``meta``; refuses what `digest check` would."""
+    title = args.title or _ask("제목 (title, 한국어로)", interactive, meta.title if meta else "")
     if not title:
         raise UsageError("a title is needed: --title '...'")
     kind = args.kind or _ask(f"종류 (kind: {', '.join(KINDS)})", interactive, "paper")
@@ -64,39 +74,84 @@ def collect(args, tags: dict, people: dict, interactive: bool) -> NewNote:
         date = dt.date.fromisoformat(date_text)
     except ValueError:
         raise UsageError(f"--date '{date_text}' is not a date; write YYYY-MM-DD") from None
-    slug = args.slug or _ask("slug (URL 이름)", interactive, slugify(title))
+    slug = args.slug or _ask("slug (URL 이름)", interactive, slugify(meta.title if meta else title))
     if not SLUG_RE.match(slug or ""):
         raise UsageError(f"slug '{slug}' must be lowercase letters, digits and hyphens; pass --slug")
+    found, unknown = people_registry.match(meta.authors, people) if meta else ([], [])
     note = NewNote(
         title=title, kind=kind, date=date, slug=slug,
         summary=args.summary or _ask("요약 (summary)", interactive, "한두 문장으로 요약을 쓰세요."),
         tags=args.tag or _ask_list("태그 id, 쉼표로 구분 (tags)", interactive),
-        people=args.person or _ask_list("인물 id, 쉼표로 구분 (people)", interactive),
-        sources=args.source or _ask_list("원문 URL, 쉼표로 구분 (sources)", interactive),
+        people=(args.person + [i for i in found if i not in args.person] if args.person
+                else _ask_list("인물 id, 쉼표로 구분 (people)", interactive, ", ".join(found))),
     )
     _known(note.tags, tags, "tag", "tags.yml")
     _known(note.people, people, "person", "people.yml")
-    if not note.sources:
-        raise UsageError("at least one source link is needed: --source URL")
-    for url in note.sources:
+    urls = args.source or ([] if meta else _ask_list("원문 URL, 쉼표로 구분 (sources)", interactive))
+    for url in urls:
         if problem := url_problem(url):
             raise UsageError(f"source '{url}' {problem}")
+    fetched = [Source(url=meta.url, title=meta.title, arxiv=meta.arxiv, date=meta.date)] if meta else []
+    note.sources = fetched + [Source(url=url, title=url) for url in urls]
+    if not note.sources:
+        raise UsageError("at least one source link is needed: --source URL")
+    _new_people(note, unknown, getattr(args, "add_people", False), people, interactive)
     return note
+
+
+def _new_people(note: NewNote, unknown: list[str], add: bool, people: dict, interactive: bool) -> None:
+    """Authors missing from people.yml become proposed entries; with ``add`` they join the note too."""
+    ko_names = {name: _ask(f"{name}의 한글 이름 (ko)", interactive, name) for name in unknown} if add else {}
+    note.new_people = people_registry.propose(unknown, people, ko_names)
+    if add:
+        note.people += [p.id for p in note.new_people if p.id not in note.people]
+
+
+def fetch_metadata(args) -> Metadata | None:
+    """Metadata for --arxiv or --url, or None; a bad id fails before any request."""
+    if getattr(args, "arxiv", None):
+        return fetch_arxiv(parse_arxiv_id(args.arxiv))
+    if getattr(args, "url", None):
+        if problem := url_problem(args.url):
+            raise UsageError(f"--url '{args.url}' {problem}")
+        if ARXIV_URL_RE.match(args.url):  # an arXiv page: the API knows more than its HTML
+            return fetch_arxiv(parse_arxiv_id(args.url))
+        return fetch_page(args.url)
+    return None
 
 
 def render(note: NewNote, path: str) -> str:
     return environment().get_template("note.yml.j2").render(path=path, **note.__dict__)
 
 
-def write_new(content_root: Path, note: NewNote) -> Path:
-    path = content_root / NOTES_DIR / str(note.date.year) / f"{note.slug}.yml"
+def note_path(content_root: Path, note: NewNote) -> Path:
+    return content_root / NOTES_DIR / str(note.date.year) / f"{note.slug}.yml"
+
+
+def _beside(path: Path, text: str) -> Path:
+    """Write ``text`` to a hidden file beside ``path``; ``os.replace`` it onto ``path`` to commit."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    return tmp
+
+
+def write_new(content_root: Path, note: NewNote, add_people: bool = False) -> Path:
+    """Write the note (and, with ``add_people``, the grown people.yml): both whole, or neither."""
+    path = note_path(content_root, note)
     if path.exists():
         raise UsageError(f"{path} already exists; choose another --slug")
+    people_file = content_root / PEOPLE_FILE
+    people_text = None
+    if add_people and note.new_people:
+        people_text = people_registry.appended_text(people_file, note.new_people)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render(note, path.as_posix())
-    tmp = path.with_suffix(".yml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # never leave a half-written note
+    tmp = _beside(path, render(note, path.as_posix()))
+    try:
+        if people_text is not None:
+            os.replace(_beside(people_file, people_text), people_file)
+        os.replace(tmp, path)  # never leave a half-written note
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -105,5 +160,24 @@ def new_note_from_args(args) -> Path:
     tags = _registry(raw.tags, Tag, [])
     people = _registry(raw.people, Person, [])
     interactive = sys.stdin.isatty() and not args.no_input
-    note = collect(args, tags, people, interactive)
-    return write_new(args.content, note)
+    meta = fetch_metadata(args)
+    note = collect(args, tags, people, interactive, meta)
+    add_people = getattr(args, "add_people", False)
+    path = write_new(args.content, note, add_people)
+    _report_people(note, args.content / PEOPLE_FILE, add_people)
+    return path
+
+
+def _report_people(note: NewNote, people_file: Path, added: bool) -> None:
+    if not note.new_people:
+        return
+    names = ", ".join(p.en for p in note.new_people)
+    if added:
+        print(f"added {len(note.new_people)} person(s) to {people_file}: {names}")
+        if any(p.ko_missing for p in note.new_people):
+            print(f"  write their Hangul names in 'ko:' of {people_file} (marked '한글 이름으로 바꾸세요')")
+        return
+    print(f"{len(note.new_people)} author(s) are not in {people_file}: {names}")
+    print(f"to credit them, paste this into {people_file}, write each 'ko:' in Hangul, and add the ids "
+          "to the note's people (next time, --add-people does this):")
+    print(people_registry.render(note.new_people), end="")
