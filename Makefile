@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests drive for real (browser, mail and database servers come later).
-SYSTEM_PACKAGES ?=
+SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl
 
-.PHONY: build test check site refs lint bench golden clean system-deps
+.PHONY: build test check site refs lint bench bench-site golden clean system-deps
 
 build: $(STAMP)
 	$(BIN)/digest check
@@ -18,12 +18,20 @@ test: $(STAMP) system-deps
 check: $(STAMP)
 	$(BIN)/digest check
 
+# actionlint (with shellcheck on `run:` scripts) and zizmor (offline, strictest persona) over
+# .github/workflows, ruff over the code, and `digest check`; all installed by the test extra.
 lint: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/actionlint
+	$(BIN)/zizmor --offline --no-progress --persona auditor .github/workflows
 	$(BIN)/ruff check digest tests bench
 	$(BIN)/digest check
 
 bench: $(STAMP)
 	$(BIN)/python bench/check.py
+
+# The site at 1,000 and 10,000 notes against Material's blog plugin and plain pages (~20 min).
+bench-site: $(STAMP)
+	$(BIN)/python bench/site.py
 
 # Rewrite the committed expected outputs of golden tests after an intended change.
 golden: $(STAMP)

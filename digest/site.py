@@ -1,22 +1,38 @@
-"""Stage 4, render site: content records → Markdown pages, with no MkDocs in sight.
+"""Stage 4, render site: content records → Markdown pages, feeds and a search index, with no MkDocs in sight.
 
 ``render_site`` is a pure function; ``digest.mkdocs_adapter`` feeds its pages to
 MkDocs as virtual files. Moving to another generator (Zensical, ProperDocs)
 means a new adapter, not new rendering.
+
+Every page is Markdown whose structure (cards, meta lines, pagers) is HTML written
+by the templates in ``templates/site/``, with every YAML field auto-escaped; only
+a note's body is Markdown from the note. The adapter sanitizes the HTML that
+MkDocs makes of it (``digest.sanitize``). Links inside that HTML are relative to
+the page's own URL (``href``), so the site works under any base path.
+
+Every page's size is independent of the number of notes: lists are paginated and
+notes are kept out of the navigation.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import posixpath
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from . import directives
+import jinja2
+from markupsafe import Markup, escape
+
+from . import directives, search
 from .errors import DigestError, ReferenceRunError
-from .model import Content, Note
+from .model import KINDS, Content, Note
 from .refs import Reference
-from .templates import environment
 
 
 @dataclass(frozen=True)
@@ -25,15 +41,36 @@ class SiteConfig:
 
     repo_url: str = "https://github.com/example/ml-notes"
     branch: str = "main"
+    site_url: str = "https://example.github.io/ml-notes/"
+    site_name: str = "ML 읽기 노트"
+    page_size: int = 20  # notes per archive page (tag, person, kind, month)
+    home_size: int = 12  # cards on the home page
+    feed_size: int = 20  # entries per feed
+    cache_dir: Path | None = None  # where search analysis is cached by content hash
 
     def source_url(self, path: str) -> str:
         return f"{self.repo_url.rstrip('/')}/blob/{self.branch}/{path}"
 
+    def edit_url(self, path: str) -> str:
+        return f"{self.repo_url.rstrip('/')}/edit/{self.branch}/{path}"
+
+    def absolute(self, url: str) -> str:
+        """Absolute address of a site-relative URL such as ``notes/2016/x/``."""
+        return self.site_url.rstrip("/") + "/" + url
+
 
 @dataclass(frozen=True)
 class Page:
+    """A page: Markdown for the generator, and HTML it places before and after the rendered Markdown.
+
+    Archive pages are all HTML (``text`` holds only their front matter): Python-Markdown
+    would spend most of a build parsing their raw HTML for nothing.
+    """
+
     path: str  # source path inside the docs tree, e.g. "notes/2016/slug.md"
-    text: str  # Markdown
+    text: str  # Markdown, with YAML front matter
+    before: str = ""  # HTML
+    after: str = ""  # HTML
 
 
 @dataclass(frozen=True)
@@ -43,14 +80,67 @@ class Asset:
 
 
 @dataclass(frozen=True)
+class TextFile:
+    path: str  # path inside the site, e.g. "feed.xml"
+    text: str  # written as is
+
+
+@dataclass(frozen=True)
+class Link:
+    """Something another stage publishes, as the home page shows it (e.g. the latest digest issue)."""
+
+    title: str
+    path: str  # page path in the docs tree, e.g. "digest/2016-W26.md"
+    date: dt.date
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Extras:
+    """The hook for later stages: the weekly digest adds its issue pages, its feed and the latest issue.
+
+    Pages are Markdown like ours (and sanitized like ours by the adapter); files
+    are written as they are; ``latest_issue`` gets a card on the home page.
+    """
+
+    pages: Sequence[Page] = ()
+    files: Sequence[TextFile] = ()
+    latest_issue: Link | None = None
+
+
+@dataclass(frozen=True)
 class Site:
     pages: list[Page]
     assets: list[Asset]
+    files: list[TextFile] = field(default_factory=list)
 
 
 class DuplicatePageError(DigestError):
     """Raised when two pages would be written to one path (Pelican's writer rule)."""
 
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a paginated list of notes."""
+
+    path: str
+    notes: Sequence[Note]
+    number: int  # 1-based
+    count: int  # pages in the whole list
+    first: str  # path of page 1
+    pages: tuple[str, ...]  # paths of every page, in order
+    total: int  # notes in the whole list
+
+    @property
+    def previous(self) -> str | None:
+        return self.pages[self.number - 2] if self.number > 1 else None
+
+    @property
+    def next(self) -> str | None:
+        return self.pages[self.number] if self.number < self.count else None
+
+
+# --- paths and URLs ---------------------------------------------------------------------------
 
 def note_page(note: Note) -> str:
     return f"notes/{note.date.year}/{note.slug}.md"
@@ -60,21 +150,138 @@ def tag_page(tag_id: str) -> str:
     return f"tags/{tag_id}.md"
 
 
-def _render(template: str, here: str, **context) -> str:
-    """Render a page template; ``link(target)`` gives a link relative to ``here``."""
+def person_page(person_id: str) -> str:
+    return f"people/{person_id}.md"
+
+
+def kind_page(kind: str) -> str:
+    return f"kinds/{kind}.md"
+
+
+def month_page(year: int, month: int) -> str:
+    return f"archive/{year}/{month:02d}.md"
+
+
+def year_page(year: int) -> str:
+    return f"archive/{year}.md"
+
+
+def url_of(path: str) -> str:
+    """The URL MkDocs gives a page or file (directory URLs): "tags/x.md" → "tags/x/", "index.md" → ""."""
+    if not path.endswith(".md"):
+        return path
+    stem = path[:-3]
+    if stem == "index":
+        return ""
+    if stem.endswith("/index"):
+        return stem[: -len("index")]
+    return stem + "/"
+
+
+def relative_url(target: str, here: str) -> str:
+    """Link from the page at ``here`` to ``target`` (both docs paths), relative to the page's URL.
+
+    Up to the site's root, then down: not always the shortest link, but one string
+    operation per link, and there are tens of thousands of links in a large site.
+    """
+    up = "../" * url_of(here).count("/")
+    return up + url_of(target) or "./"
+
+
+def paginate(base: str, notes: Sequence[Note], size: int) -> list[Listing]:
+    """``base`` "tags/x" → "tags/x.md", "tags/x/page/2.md", …; an empty list still gets page 1."""
+    count = max(1, -(-len(notes) // size))
+    paths = tuple(f"{base}.md" if n == 1 else f"{base}/page/{n}.md" for n in range(1, count + 1))
+    return [Listing(paths[i], notes[i * size:(i + 1) * size], i + 1, count, paths[0], paths, len(notes))
+            for i in range(count)]
+
+
+# --- templates --------------------------------------------------------------------------------
+
+def korean_date(date: dt.date) -> str:
+    return f"{date.year}년 {date.month}월 {date.day}일"
+
+
+def http_url(url: str | None) -> str | None:
+    """The URL if it is http(s), else None: a source is never linked through another scheme."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def front_matter_value(value) -> Markup:
+    """A YAML scalar holding HTML-escaped text: the theme inserts meta values into HTML unescaped."""
+    return Markup(json.dumps(str(escape(value)), ensure_ascii=False))
+
+
+def one_line(value) -> str:
+    """Text on one line: a newline in a field must not start a Markdown block."""
+    return " ".join(str(value).split())
+
+
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("digest", "templates/site"),
+        autoescape=True,  # every YAML field is escaped unless a template says otherwise
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,  # Markdown reads 4 leading spaces as code: keep HTML at the margin
+        keep_trailing_newline=True,
+    )
+    env.filters.update(meta=front_matter_value, kdate=korean_date, http_url=http_url, one_line=one_line)
+    env.globals.update(kinds=KINDS)
+    return env
+
+
+def _render(template: str, here: str, **context) -> Page:
+    """Render a page template; ``href(target)`` links to another page relative to ``here``."""
 
     def link(target: str) -> str:
+        """Markdown link target, relative to this page's source (MkDocs rewrites it)."""
         return posixpath.relpath(target, posixpath.dirname(here) or ".")
 
-    def body_of(note: Note) -> str:
-        """The note's Markdown with result directives expanded, and the provenance of each."""
+    def href(target: str) -> str:
+        return relative_url(target, here)
+
+    def body_of(note: Note) -> Markup:
+        """The note's Markdown with result directives expanded, and the provenance of each.
+
+        Markup only for Jinja: it is Markdown, and its HTML is sanitized after MkDocs renders it.
+        """
         results = _NoteResults(note, context.get("refs", {}), context["config"], here, link)
         body = directives.expand(note.body, results.render)
-        return body + ("\n\n" + results.provenance() if results.cited else "")
+        return Markup(body + ("\n\n" + results.provenance() if results.cited else ""))
 
-    return environment().get_template(f"site/{template}").render(
-        link=link, note_page=note_page, tag_page=tag_page, body_of=body_of, **context
+    rendered = environment().get_template(template).render(
+        link=link, href=href, here=here, note_page=note_page, tag_page=tag_page, person_page=person_page,
+        kind_page=kind_page, url_of=url_of, body_of=body_of, part=_part_marker, **context
     )
+    return _split_parts(here, rendered)
+
+
+def _part_marker(name: str) -> Markup:
+    """Where a template's HTML or Markdown part starts; NUL never occurs in valid content."""
+    return Markup(f"\x00{name}\x00")
+
+
+def _split_parts(path: str, rendered: str) -> Page:
+    """A rendered template → Page: front matter + Markdown part as text, HTML parts around it."""
+    parts = {"front": ""}
+    name = "front"
+    for i, piece in enumerate(rendered.split("\x00")):
+        if i % 2:
+            if piece in parts:
+                raise DigestError(f"{path}: template part '{piece}' appears twice")
+            name = piece
+        else:
+            parts[name] = parts.get(name, "") + piece
+    text = parts["front"] + parts.get("markdown", "")
+    return Page(path, text, parts.get("before", "").strip(), parts.get("after", "").strip())
 
 
 def notes_by_tag(content: Content) -> dict[str, list[Note]]:
@@ -83,6 +290,28 @@ def notes_by_tag(content: Content) -> dict[str, list[Note]]:
         for tag in note.tags:
             by_tag[tag].append(note)
     return by_tag
+
+
+def notes_by_person(content: Content) -> dict[str, list[Note]]:
+    by_person: dict[str, list[Note]] = defaultdict(list)
+    for note in content.published:
+        for person in note.people:
+            by_person[person].append(note)
+    return by_person
+
+
+def notes_by_kind(content: Content) -> dict[str, list[Note]]:
+    by_kind: dict[str, list[Note]] = defaultdict(list)
+    for note in content.published:
+        by_kind[note.kind].append(note)
+    return by_kind
+
+
+def notes_by_month(content: Content) -> dict[tuple[int, int], list[Note]]:
+    by_month: dict[tuple[int, int], list[Note]] = defaultdict(list)
+    for note in content.published:
+        by_month[(note.date.year, note.date.month)].append(note)
+    return by_month
 
 
 def figure_path(name: str, profile: str, file: str) -> str:
@@ -137,30 +366,144 @@ class _NoteResults:
 
 
 def _render_fragment(template: str, **context) -> str:
-    return environment().get_template(f"site/{template}").render(**context).strip()
+    return environment().get_template(template).render(**context).strip()
+
+
+# --- the site ---------------------------------------------------------------------------------
+
+class _Pages:
+    """Collects rendered pages; refuses to produce one path twice."""
+
+    def __init__(self, content: Content, config: SiteConfig):
+        self.content, self.config = content, config
+        self.pages: dict[str, Page] = {}
+
+    def put(self, page: Page) -> None:
+        if page.path in self.pages:
+            raise DuplicatePageError(f"two pages would be written to {page.path}")
+        self.pages[page.path] = page
+
+    def add(self, path: str, template: str, **context) -> None:
+        self.put(_render(template, path, content=self.content, config=self.config, **context))
+
+    def listing(self, base: str, notes: Sequence[Note], template: str, **context) -> None:
+        for listing in paginate(base, notes, self.config.page_size):
+            self.add(listing.path, template, listing=listing, **context)
 
 
 def render_site(content: Content, refs: dict[str, Reference] | None = None,
-                config: SiteConfig | None = None) -> Site:
-    """Every generated page and asset of the site; refuses to produce one path twice."""
+                config: SiteConfig | None = None, extras: Extras | None = None) -> Site:
+    """Every generated page, asset and file of the site."""
     refs = refs or {}
     config = config or SiteConfig()
-    pages: dict[str, Page] = {}
-
-    def add(path: str, template: str, **context) -> None:
-        if path in pages:
-            raise DuplicatePageError(f"two pages would be written to {path}")
-        pages[path] = Page(path, _render(template, path, content=content, config=config, **context))
-
+    extras = extras or Extras()
+    pages = _Pages(content, config)
     published = content.published
-    add("index.md", "home.md.j2", notes=published[:20])
-    for note in published:
-        add(note_page(note), "note.md.j2", note=note, refs=refs)
+
+    pages.add("index.md", "home.md.j2", notes=published[:config.home_size], latest_issue=extras.latest_issue,
+              total=len(published))
+    for i, note in enumerate(published):  # newest first
+        newer = published[i - 1] if i > 0 else None
+        older = published[i + 1] if i + 1 < len(published) else None
+        pages.add(note_page(note), "note.md.j2", note=note, refs=refs, newer=newer, older=older)
+
     by_tag = notes_by_tag(content)
     for tag_id, tag in content.tags.items():
-        add(tag_page(tag_id), "tag.md.j2", tag=tag, notes=by_tag.get(tag_id, []))
-    add("tags/index.md", "tags.md.j2", by_tag=by_tag)
-    return Site(list(pages.values()), reference_assets(refs))
+        pages.listing(f"tags/{tag_id}", by_tag.get(tag_id, []), "tag.md.j2", tag_id=tag_id, tag=tag)
+    pages.add("tags/index.md", "tags.md.j2", by_tag=by_tag)
+
+    by_person = notes_by_person(content)
+    for person_id, person in content.people.items():
+        pages.listing(f"people/{person_id}", by_person.get(person_id, []), "person.md.j2", person=person)
+    pages.add("people/index.md", "people.md.j2", by_person=by_person)
+
+    by_kind = notes_by_kind(content)
+    for kind in KINDS:
+        pages.listing(f"kinds/{kind}", by_kind.get(kind, []), "kind.md.j2", kind=kind)
+    pages.add("kinds/index.md", "kinds.md.j2", by_kind=by_kind)
+
+    by_month = notes_by_month(content)
+    years: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for year, month in by_month:  # newest first
+        years[year].append((month, len(by_month[(year, month)])))
+        pages.listing(f"archive/{year}/{month:02d}", by_month[(year, month)], "month.md.j2",
+                      year=year, month=month)
+    for year, months in years.items():
+        pages.add(year_page(year), "year.md.j2", year=year, months=months, month_page=month_page)
+    pages.add("archive/index.md", "archive.md.j2", years=years, month_page=month_page, year_page=year_page)
+
+    for page in extras.pages:
+        pages.put(page)
+
+    files = feed_files(content, config, by_tag)
+    files += search.index_files(content, config.cache_dir, note_url=lambda n: url_of(note_page(n)))
+    files += list(extras.files)
+    _refuse_duplicates(files)
+    return Site(list(pages.pages.values()), reference_assets(refs), files)
+
+
+def _refuse_duplicates(files: list[TextFile]) -> None:
+    seen = set()
+    for file in files:
+        if file.path in seen:
+            raise DuplicatePageError(f"two files would be written to {file.path}")
+        seen.add(file.path)
+
+
+# --- feeds ------------------------------------------------------------------------------------
+
+def _timestamp(date: dt.date) -> str:
+    """RFC 3339 at midnight in Korea: notes carry dates, feeds need instants."""
+    return f"{date.isoformat()}T00:00:00+09:00"
+
+
+def feed_files(content: Content, config: SiteConfig, by_tag: dict[str, list[Note]]) -> list[TextFile]:
+    """Atom and JSON Feed of all notes (feed.xml, feed.json) and of each tag (tags/<id>/feed.*)."""
+    files = _feeds("", config.site_name, "index.md", content.published, content, config)
+    for tag_id, tag in content.tags.items():
+        title = f"{config.site_name} · 태그: {tag.name}"
+        files += _feeds(f"tags/{tag_id}/", title, tag_page(tag_id), by_tag.get(tag_id, []), content, config)
+    return files
+
+
+def _feeds(folder: str, title: str, home: str, notes: Sequence[Note], content: Content,
+           config: SiteConfig) -> list[TextFile]:
+    entries = list(notes[:config.feed_size])
+    updated = max((n.updated or n.date for n in entries), default=dt.date(2016, 1, 1))
+    context = dict(
+        title=title, entries=entries, content=content, config=config, updated=_timestamp(updated),
+        home_url=config.absolute(url_of(home)), atom_url=config.absolute(folder + "feed.xml"),
+        note_url=lambda n: config.absolute(url_of(note_page(n))), timestamp=_timestamp,
+    )
+    atom = environment().get_template("feed.xml.j2").render(**context)
+    return [TextFile(folder + "feed.xml", atom), TextFile(folder + "feed.json", _json_feed(folder, **context))]
+
+
+def _json_feed(folder: str, *, title, entries, content, config, home_url, note_url, timestamp, **_) -> str:
+    """JSON Feed 1.1 (https://jsonfeed.org/version/1.1): data, so json.dumps rather than a template."""
+    feed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": title,
+        "home_page_url": home_url,
+        "feed_url": config.absolute(folder + "feed.json"),
+        "language": "ko",
+        "authors": [{"name": config.site_name, "url": config.site_url}],
+        "items": [
+            {
+                "id": note_url(n),
+                "url": note_url(n),
+                "title": n.title,
+                "summary": n.summary,
+                "content_text": n.summary,
+                "date_published": timestamp(n.date),
+                "date_modified": timestamp(n.updated or n.date),
+                "tags": [content.tags[t].name for t in n.tags],
+                "authors": [{"name": f"{content.people[p].ko} ({content.people[p].en})"} for p in n.people],
+            }
+            for n in entries
+        ],
+    }
+    return json.dumps(feed, ensure_ascii=False, indent=1) + "\n"
 
 
 def reference_assets(refs: dict[str, Reference]) -> list[Asset]:
