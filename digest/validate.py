@@ -49,6 +49,8 @@ def url_problem(url: str) -> str:
     """Why ``url`` is not a usable http(s) link, or '' if it is."""
     if any(c.isspace() for c in url):
         return "contains a space"
+    if any(c in url for c in '"<>\\`{}|^'):
+        return "contains a character that must be percent-encoded (\" < > \\ ` { } | ^)"
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
