@@ -17,7 +17,7 @@ from pathlib import Path
 from mkdocs.exceptions import Abort, PluginError
 from mkdocs.structure.files import File
 
-from digest import sanitize
+from digest import sanitize, search
 from digest.check import load_content
 from digest.errors import ContentInvalid, DigestError
 from digest.site import SiteConfig, render_site
@@ -27,6 +27,12 @@ CONTENT_ENV = "DIGEST_CONTENT"  # another content folder (benchmarks, tests): sa
 CACHE_DIR = ".cache/search"  # beside the content folder, gitignored
 
 _generated_pages: dict = {}  # docs path → digest.site.Page, for the pages made from content/ in this build
+
+
+def on_startup(command, dirty):
+    """Under `mkdocs serve`, Kiwi stays loaded between rebuilds (this file is re-run for each rebuild;
+    digest.search is not, so the flag lives there)."""
+    search.keep_analyzer = command == "serve"
 
 
 class SiteBuildError(DigestError):
@@ -47,6 +53,8 @@ def on_files(files, config):
     try:
         content, refs = load_content(_content_root(config))
         site = render_site(content, refs, _site_config(config))
+        if not search.keep_analyzer:
+            search.release_analyzer()  # the peak memory of a 10,000-note build: Kiwi or pages, not both
     except ContentInvalid as exc:
         lines = "\n".join(d.format() for d in exc.diagnostics if d.severity == "error")
         raise PluginError(f"content has errors:\n{lines}") from None

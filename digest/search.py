@@ -228,6 +228,13 @@ class TermCache:
 
 
 _ANALYZER = Analyzer()  # one per process: `mkdocs serve` rebuilds reuse its Kiwi and memo
+keep_analyzer = False  # set by the MkDocs adapter under `mkdocs serve`
+
+
+def release_analyzer() -> None:
+    """Free Kiwi (~330 MB) and the word memo once a one-off build has its index: pages come next."""
+    global _ANALYZER
+    _ANALYZER = Analyzer()
 
 
 def shard_of(term: str, shards: int) -> int:
