@@ -17,7 +17,7 @@ from pathlib import Path
 from mkdocs.exceptions import Abort, PluginError
 from mkdocs.structure.files import File
 
-from digest import sanitize, search
+from digest import compose, sanitize, search
 from digest.check import load_content
 from digest.errors import ContentInvalid, DigestError
 from digest.site import SiteConfig, render_site
@@ -52,7 +52,7 @@ def on_files(files, config):
     """Add every generated page, asset and file as a virtual file; content errors stop the build."""
     try:
         content, refs = load_content(_content_root(config))
-        site = render_site(content, refs, _site_config(config))
+        site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""))
         if not search.keep_analyzer:
             search.release_analyzer()  # the peak memory of a 10,000-note build: Kiwi or pages, not both
     except ContentInvalid as exc:
