@@ -16,6 +16,7 @@ import pytest
 
 from digest.cli import main
 from digest.links import body_urls, collect
+from tests.loopback import reply
 
 
 class Site(ThreadingHTTPServer):
@@ -49,12 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, delay = self._route(head)
             time.sleep(delay)
             body = b"" if head else f"<html><title>{status}</title></html>".encode()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            reply(self, status, headers, body)
         finally:
             with server.lock:
                 server.in_flight -= 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,6 @@ from digest.cli import main
 from digest.romanize import slugify
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    content = tmp_path / "content"
-    (content / "notes").mkdir(parents=True)
-    for name in ("tags.yml", "people.yml"):
-        shutil.copy(ROOT / "content" / name, content / name)
-    monkeypatch.chdir(tmp_path)
-    return content
 
 
 def test_new_note_from_flags_passes_check(project, capsys):

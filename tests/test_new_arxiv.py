@@ -31,6 +31,7 @@ from digest.errors import UsageError
 from digest.metadata import parse_arxiv_id
 from digest.model import Person, Source
 from digest.yamlread import parse
+from tests.loopback import reply
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "arxiv"
@@ -75,12 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             status, headers, body, delay = 404, {"Content-Type": "text/plain"}, b"not found", 0
         time.sleep(delay)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply(self, status, headers, body)
 
     def log_message(self, *args):
         pass
@@ -96,16 +92,6 @@ def arxiv(monkeypatch):
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    content = tmp_path / "content"
-    (content / "notes").mkdir(parents=True)
-    for name in ("tags.yml", "people.yml"):
-        shutil.copy(ROOT / "content" / name, content / name)
-    monkeypatch.chdir(tmp_path)
-    return content
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
