@@ -284,34 +284,29 @@ def _split_parts(path: str, rendered: str) -> Page:
     return Page(path, text, parts.get("before", "").strip(), parts.get("after", "").strip())
 
 
-def notes_by_tag(content: Content) -> dict[str, list[Note]]:
-    by_tag: dict[str, list[Note]] = defaultdict(list)
+def group_notes(content: Content, keys) -> dict:
+    """Published notes grouped by ``keys(note)`` (an iterable of keys), newest first within a group."""
+    groups: dict = defaultdict(list)
     for note in content.published:  # already newest first
-        for tag in note.tags:
-            by_tag[tag].append(note)
-    return by_tag
+        for key in keys(note):
+            groups[key].append(note)
+    return groups
+
+
+def notes_by_tag(content: Content) -> dict[str, list[Note]]:
+    return group_notes(content, lambda note: note.tags)
 
 
 def notes_by_person(content: Content) -> dict[str, list[Note]]:
-    by_person: dict[str, list[Note]] = defaultdict(list)
-    for note in content.published:
-        for person in note.people:
-            by_person[person].append(note)
-    return by_person
+    return group_notes(content, lambda note: note.people)
 
 
 def notes_by_kind(content: Content) -> dict[str, list[Note]]:
-    by_kind: dict[str, list[Note]] = defaultdict(list)
-    for note in content.published:
-        by_kind[note.kind].append(note)
-    return by_kind
+    return group_notes(content, lambda note: (note.kind,))
 
 
 def notes_by_month(content: Content) -> dict[tuple[int, int], list[Note]]:
-    by_month: dict[tuple[int, int], list[Note]] = defaultdict(list)
-    for note in content.published:
-        by_month[(note.date.year, note.date.month)].append(note)
-    return by_month
+    return group_notes(content, lambda note: ((note.date.year, note.date.month),))
 
 
 def figure_path(name: str, profile: str, file: str) -> str:
