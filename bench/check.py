@@ -19,14 +19,16 @@ from bench.synthetic import write_content  # noqa: E402
 from digest.check import check  # noqa: E402
 
 
-def time_check(content: Path, repeat: int) -> float:
-    best = float("inf")
+def time_check(content: Path, repeat: int) -> tuple[float, float]:
+    """Best wall time and best CPU time of this process (CPU time is robust to a busy machine)."""
+    best_wall = best_cpu = float("inf")
     for _ in range(repeat):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = check(content, today=dt.date(2030, 1, 1))
-        best = min(best, time.perf_counter() - start)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
         assert result.ok, result.lines()[:5]
-    return best
+    return best_wall, best_cpu
 
 
 def main() -> None:
@@ -39,13 +41,14 @@ def main() -> None:
         for size in args.sizes:
             content = write_content(Path(tmp) / str(size), size)
             kib = sum(p.stat().st_size for p in content.rglob("*.yml")) / 1024
-            times[size] = time_check(content, args.repeat)
-            print(f"{size:>6} notes ({kib / 1024:.1f} MiB): check {times[size]:.3f} s "
-                  f"({times[size] / size * 1e6:.0f} µs/note)")
+            wall, cpu = time_check(content, args.repeat)
+            times[size] = cpu
+            print(f"{size:>6} notes ({kib / 1024:.1f} MiB): check {wall:.3f} s wall, {cpu:.3f} s CPU "
+                  f"({cpu / size * 1e6:.0f} µs/note)")
     if len(times) >= 2:
         small, large = min(times), max(times)
-        print(f"ratio {large}/{small}: {times[large] / times[small]:.2f}x (goal ≤ {large / small * 1.1:.0f}x); "
-              f"{large} notes {'under' if times[large] < 2 else 'OVER'} the 2 s goal")
+        print(f"CPU ratio {large}/{small}: {times[large] / times[small]:.2f}x (goal ≤ {large / small * 1.1:.0f}x); "
+              f"{large} notes {'under' if times[large] < 2 else 'OVER'} the 2 s goal on one core")
 
 
 if __name__ == "__main__":
