@@ -21,9 +21,16 @@ from digest import sanitize
 
 CORPUS = Path(__file__).parent / "xss_payloads.txt"
 # URLs that pass `digest check` (http, a host, no space) yet try to break out of an attribute.
+# Links that `digest check` lets through (quotes are legal in URLs; encoded markup is just text):
+# the site must still escape them. Links with raw " < > are refused earlier, by the validator.
 URL_PAYLOADS = [
-    'https://example.com/"><script>alert(1)</script>',
     "https://example.com/'onmouseover='alert(1)",
+    "https://example.com/x'onfocus='alert(1)'autofocus='",
+    "https://example.com/%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
+    "https://example.com/?q=');alert(1)//",
+]
+REFUSED_URL_PAYLOADS = [
+    'https://example.com/"><script>alert(1)</script>',
     "https://example.com/<svg/onload=alert(1)>",
     'https://example.com/x"onfocus="alert(1)"autofocus="',
 ]
@@ -56,6 +63,13 @@ def payloads() -> list[str]:
 
 def test_corpus_is_large_enough():
     assert len(payloads()) >= 30
+
+
+@pytest.mark.parametrize("url", REFUSED_URL_PAYLOADS)
+def test_validator_refuses_links_with_raw_markup(url):
+    from digest.validate import url_problem
+
+    assert "percent-encoded" in url_problem(url)
 
 
 def _yaml(value: str) -> str:
