@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests drive for real (browser, mail and database servers come later).
-SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl
+SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl postgresql
 
 .PHONY: build test check site refs lint bench bench-site golden clean system-deps
 

@@ -7,6 +7,7 @@ a bug prints one line asking for a report (set DIGEST_DEBUG=1 for the traceback)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -216,6 +217,50 @@ def _known_tags(args) -> set[str]:
     return set(content.tags)
 
 
+def _subscribers_list(args, store) -> int:
+    """One line per subscriber; the address only with --addresses, else its keyed hash."""
+    from .store import keyed_hash
+
+    secret = store.secret()
+    for s in store.subscribers(args.status):
+        who = s.address if args.addresses else keyed_hash(secret, s.address)
+        print(f"#{s.id:<7} {s.status:<13} {s.created[:10]}  {who}  {' '.join(s.topics) or '(all topics)'}")
+    return 0
+
+
+def _subscribers_remove(args, store) -> int:
+    """Erase one subscriber (topics, confirmations and ledger rows too)."""
+    from .store import keyed_hash
+
+    found = store.get(args.id) if args.id is not None else store.find(args.address or "")
+    if found is None or not store.remove(found.id):
+        print("no such subscriber; nothing removed", file=sys.stderr)
+        return 1
+    print(f"removed subscriber #{found.id} ({keyed_hash(store.secret(), found.address)})")
+    return 0
+
+
+def _subscribers_export(args, store) -> int:
+    """CSV (email,topics,status,created) that `subscribers import` and other newsletter tools read."""
+    import csv
+
+    rows = store.subscribers(args.status)
+    if str(args.file) == "-":
+        handle = sys.stdout
+    else:
+        descriptor = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # addresses: owner only
+        handle = open(descriptor, "w", newline="", encoding="utf-8")
+    with contextlib.nullcontext(handle) if handle is sys.stdout else handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["email", "topics", "status", "created"])
+        writer.writerows([s.address, " ".join(s.topics), s.status, s.created] for s in rows)
+    print(f"exported {len(rows)} subscriber(s) to {args.file}", file=sys.stderr)
+    return 0
+
+
+SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, "export": _subscribers_export}
+
+
 def cmd_subscribers(args) -> int:
     from .store import keyed_hash, read_csv
 
@@ -225,6 +270,8 @@ def cmd_subscribers(args) -> int:
         for status in ("confirmed", "pending", "unsubscribed"):
             print(f"{status:<13} {store.count(status)}")
         return 0
+    if args.action in SUBSCRIBER_ACTIONS:
+        return SUBSCRIBER_ACTIONS[args.action](args, store)
     status = "pending" if args.pending else "confirmed"
     known = _known_tags(args)
     if args.action == "add":
@@ -242,6 +289,28 @@ def cmd_subscribers(args) -> int:
     print(f"imported {created + updated} subscriber(s): {created} new, {updated} updated; "
           f"{len(problems)} row(s) refused")
     return 1 if problems else 0
+
+
+def cmd_serve(args) -> int:
+    import dataclasses
+
+    from .check import load_content
+    from .mail import mail_settings
+    from .serve import run, serve_settings
+
+    env, config = _mail_config(args)
+    settings = serve_settings(env, config, host=args.host, port=args.port, mail=args.mail,
+                              outbox=args.outbox if args.outbox != Path("outbox") else None)
+    mail = dataclasses.replace(mail_settings(env, config), service_url=settings.base_url)
+    smtp = None
+    if settings.mail == "smtp":
+        from .deliver import smtp_settings
+
+        mail.refuse_placeholders()
+        smtp = smtp_settings(env, config)
+    content, _ = load_content(args.content)
+    run(settings, _store(args, env, config), mail, content.tags, smtp)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -370,9 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     _mail_args(p)
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("subscribers", help="add, import or count subscribers",
-                       description="Manage the subscriber store. Addresses are never printed or logged; "
-                                   "reports show a keyed hash.")
+    p = sub.add_parser("subscribers", help="count, list, add, remove, export or import subscribers",
+                       description="Manage the subscriber store. Addresses are never logged, and printed "
+                                   "only when asked (`list --addresses`, `export`); reports show a keyed hash.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     a = actions.add_parser("add", help="add (or update) one confirmed subscriber")
     a.add_argument("address")
@@ -382,11 +451,39 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("file", type=Path)
     a.add_argument("--pending", action="store_true", help="rows without a status column are not confirmed yet")
     actions.add_parser("count", help="how many subscribers, per status")
+    a = actions.add_parser("list", help="one line per subscriber: id, status, date, keyed hash, topics",
+                           description="List subscribers. Addresses are shown only with --addresses.")
+    a.add_argument("--status", choices=("pending", "confirmed", "unsubscribed"))
+    a.add_argument("--addresses", action="store_true", help="show each address instead of its keyed hash")
+    a = actions.add_parser("remove", help="erase one subscriber (topics, confirmations, ledger rows)")
+    a.add_argument("address", nargs="?", help="the address to erase")
+    a.add_argument("--id", type=int, metavar="N", help="erase subscriber #N instead (as `list` shows it)")
+    a = actions.add_parser("export", help="write a CSV file (email,topics,status,created) with the addresses",
+                           description="Export subscribers as CSV for `subscribers import` or another "
+                                       "newsletter tool. The file is created readable by its owner only; "
+                                       "'-' writes the addresses to standard output.")
+    a.add_argument("file", type=Path, help="CSV file to write, or - for standard output")
+    a.add_argument("--status", choices=("pending", "confirmed", "unsubscribed"))
     for a in actions.choices.values():
         a.add_argument("--store", metavar="PATH", help="default: $DIGEST_STORE or var/subscribers.sqlite3")
         a.add_argument("--config", type=Path, metavar="FILE")
         _content_arg(a)
     p.set_defaults(func=cmd_subscribers)
+
+    p = sub.add_parser("serve", help="run the subscription service (subscribe, confirm, topics, unsubscribe)",
+                       description="Serve the subscription pages and the one-click unsubscribe endpoint the "
+                                   "digest's emails link to. Settings from DIGEST_SERVE_HOST/PORT, "
+                                   "DIGEST_BASE_URL (the public URL), DIGEST_SECRET, DIGEST_STORE (a SQLite "
+                                   "path or postgresql://...), or [serve] in the config file; with none, it "
+                                   "listens on 127.0.0.1:8470 with a secret generated into var/serve-secret. "
+                                   "Confirmation emails go to outbox/confirmations/ unless --mail smtp.")
+    p.add_argument("--host", help="address to listen on (default: $DIGEST_SERVE_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: $DIGEST_SERVE_PORT or 8470)")
+    p.add_argument("--mail", choices=("outbox", "smtp"), help="where confirmation emails go (default: outbox)")
+    p.add_argument("--store", metavar="PATH", help="subscriber store (default: $DIGEST_STORE or "
+                                                   "var/subscribers.sqlite3)")
+    _mail_args(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -8,9 +8,18 @@
     ├── UsageError              a command was called with arguments that cannot work
     ├── ReferenceRunError       a reference implementation failed, timed out or left
     │                           its outputs incomplete
-    └── FetchError              a web request for `digest new --arxiv/--url` failed: network,
-        │                       timeout, HTTP status or a response that cannot be read
-        └── RateLimited         the server answered 429/503 and asks to wait longer than we do
+    ├── FetchError              a web request for `digest new --arxiv/--url` failed: network,
+    │   │                       timeout, HTTP status or a response that cannot be read
+    │   └── RateLimited         the server answered 429/503 and asks to wait longer than we do
+    ├── MailSettingsError       mail settings cannot produce a correct message
+    ├── AddressInvalid          an address that cannot be stored or sent to (never shown in the message)
+    ├── StoreError              the subscriber store cannot be opened, migrated or reached
+    │   └── SendInProgress      another sender holds the claim on an issue and channel
+    ├── DeliveryError           sending cannot go on now (server unreachable, login refused)
+    │   └── SendPaused          permanent failures passed the configured share
+    ├── ServeError              `digest serve` cannot start: a setting, the secret file, the port
+    └── RequestRefused          `digest serve` refuses one request (4xx/5xx): carries the status
+                                and the Korean message the reader sees
 
 Each message says what is wrong and how to fix it, in one line where it can.
 """
@@ -101,3 +110,17 @@ class DeliveryError(DigestError):
 
 class SendPaused(DeliveryError):
     """Raised when permanent failures pass the configured share of the first recipients."""
+
+
+class ServeError(DigestError):
+    """Raised when `digest serve` cannot start; the message names the setting or file to fix."""
+
+
+class RequestRefused(DigestError):
+    """Raised inside `digest serve` to answer one request with ``status`` and a Korean ``message``."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after

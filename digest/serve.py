@@ -1,0 +1,768 @@
+"""`digest serve`: the subscription service — subscribe, confirm, choose topics, unsubscribe.
+
+    ServeSettings            host, port, public base URL, secret, limits: environment, then the
+                             config file's [serve] table, then embedded defaults (loopback)
+    create_app(...)          the Starlette (ASGI) app; uvicorn runs it (``run``)
+    subscribe_form_html(...) the subscribe form as an HTML fragment, for the site to embed
+    confirmation_message     the double opt-in email, built with the digest's own mail code
+
+Routes (relative to the base URL; the digest's emails link to the last three):
+
+    GET  subscribe                 the form               POST subscribe          ask for a confirmation
+    GET  confirm/<token>           one button             POST confirm/<token>    confirm (once, before expiry)
+    GET  unsubscribe/<token>       one button (a GET never unsubscribes: link scanners follow GETs)
+    POST unsubscribe/<token>       the button, or RFC 8058 one-click (``List-Unsubscribe=One-Click``)
+    GET  preferences/<token>       topics                 POST preferences/<token>  save them
+    GET  health                    200 when the store answers, else 503
+
+Abuse: the answer to a subscribe request is the same bytes whether the address is new, pending
+or subscribed, and the confirmation email goes out after the response (no timing difference);
+one confirmation per address per window (kept in the store, so it holds across servers); rate
+limits per client IP and per address (in memory, per process); CSRF: a form POST must carry the
+token of a form this service rendered (bound to a cookie), except the subscribe form embedded on
+the site, which is accepted from the site's origin; a POST from any other origin is refused.
+Addresses never reach a log: lines carry ``keyed_hash``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from .errors import AddressInvalid, DigestError, RequestRefused, ServeError, StoreError
+from .mail import CRLF, MailSettings, base64_lines, fold_address, header_bytes, setting, subject_line
+from .store import (
+    Subscriber,
+    SubscriberStore,
+    keyed_hash,
+    normalize_address,
+    sign_expiring,
+    verify_expiring,
+    verify_token,
+)
+from .templates import environment
+
+log = logging.getLogger("digest.serve")
+
+DEFAULT_PORT = 8470
+SECRET_FILE = "var/serve-secret"  # gitignored with the rest of var/
+CSRF_COOKIE = "digest_csrf"
+MAX_FIELD = 320  # characters in any one form value
+MAX_TOKEN = 100
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    base_url: str = ""  # public URL of the service, ending in '/'; default http://host:port/
+    secret: bytes = dataclasses.field(default=b"", repr=False)  # CSRF tokens; same on every server
+    mail: str = "outbox"  # where confirmation emails go: outbox | smtp
+    outbox: Path = Path("outbox")
+    confirm_window: float = 600.0  # at most one confirmation email per address in this many seconds
+    confirm_lifetime: float = 48 * 3600.0  # a confirmation link works this long, once
+    ip_limit: tuple[int, float] = (30, 60.0)  # form POSTs per client IP: (count, seconds)
+    address_limit: tuple[int, float] = (5, 3600.0)  # subscribe requests per address
+    max_body: int = 8192  # bytes of a request body
+    allowed_origins: tuple[str, ...] = ()  # besides the service's and the site's own
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed (uvicorn's setting)
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.base_url).path or "/"
+
+
+# --- settings --------------------------------------------------------------------------------
+
+def _limit(value, what: str) -> tuple[int, float]:
+    """'30/60' (30 per 60 seconds) → (30, 60.0)."""
+    if isinstance(value, tuple):
+        return value
+    count, _, seconds = str(value).partition("/")
+    try:
+        parsed = int(count), float(seconds or 60)
+    except ValueError:
+        raise ServeError(f"{what} is '{value}'; write it as COUNT/SECONDS, e.g. 30/60") from None
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise ServeError(f"{what} must allow at least 1 request in a positive number of seconds")
+    return parsed
+
+
+def _number(value, what: str, cast=float):
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise ServeError(f"{what} must be a number, not '{value}'") from None
+
+
+def load_secret(env: Mapping, path: Path = Path(SECRET_FILE)) -> bytes:
+    """$DIGEST_SECRET, else the secret file (created, mode 600, on first start)."""
+    if value := env.get("DIGEST_SECRET"):
+        if len(value) < 32:
+            raise ServeError("DIGEST_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value.encode()
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+        return path.read_text(encoding="ascii").strip().encode()
+    except FileExistsError:  # another server created it meanwhile
+        return path.read_text(encoding="ascii").strip().encode()
+    except OSError as exc:
+        raise ServeError(f"cannot read or create the secret file {path}: {exc.strerror}; "
+                         "set DIGEST_SECRET instead") from None
+
+
+def serve_settings(env: Mapping, config: dict, host: str | None = None, port: int | None = None,
+                   mail: str | None = None, outbox: Path | None = None) -> ServeSettings:
+    """Arguments, then $DIGEST_SERVE_<KEY> / $DIGEST_<KEY>, then [serve] of the config file, then defaults."""
+    d = ServeSettings()
+
+    def get(key, default=None):
+        return setting(env, config, "serve", key, default)
+
+    host = host or get("host", d.host)
+    port = port or _number(get("port", d.port), "DIGEST_SERVE_PORT", int)
+    base_url = get("base_url") or f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    mail = mail or get("mail", d.mail)
+    if mail not in ("outbox", "smtp"):
+        raise ServeError(f"DIGEST_SERVE_MAIL is '{mail}'; use outbox or smtp")
+    return ServeSettings(
+        host=host, port=port, base_url=base_url if base_url.endswith("/") else base_url + "/",
+        secret=load_secret(env), mail=mail, outbox=Path(outbox or get("outbox", d.outbox)),
+        confirm_window=_number(get("confirm_window", d.confirm_window), "DIGEST_SERVE_CONFIRM_WINDOW"),
+        confirm_lifetime=_number(get("confirm_lifetime", d.confirm_lifetime), "DIGEST_SERVE_CONFIRM_LIFETIME"),
+        ip_limit=_limit(get("ip_limit", d.ip_limit), "DIGEST_SERVE_IP_LIMIT"),
+        address_limit=_limit(get("address_limit", d.address_limit), "DIGEST_SERVE_ADDRESS_LIMIT"),
+        max_body=_number(get("max_body", d.max_body), "DIGEST_SERVE_MAX_BODY", int),
+        allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o),
+        forwarded_allow_ips=str(get("forwarded_allow_ips", "")))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+# --- tokens, CSRF, limits --------------------------------------------------------------------
+
+def csrf_token(secret: bytes, nonce: str) -> str:
+    mac = hmac.new(secret, f"csrf:{nonce}".encode(), hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(mac).decode()
+
+
+def csrf_valid(secret: bytes, nonce: str | None, token: str | None) -> bool:
+    if not nonce or not token or len(nonce) > 64 or len(token) > 64 or not (nonce + token).isascii():
+        return False
+    return hmac.compare_digest(csrf_token(secret, nonce), token)
+
+
+class RateLimiter:
+    """At most ``count`` hits per key in each ``period`` (fixed windows); bounded memory.
+
+    Used from the event loop only, so it needs no lock. Per process: several servers behind a
+    balancer each allow this much (the per-address confirmation window is in the store).
+    """
+
+    def __init__(self, count: int, period: float, max_keys: int = 100_000):
+        self.count, self.period, self.max_keys = count, period, max_keys
+        self.windows: dict[str, tuple[float, int]] = {}
+
+    def hit(self, key: str, now: float | None = None) -> float:
+        """0 when allowed (and counted), else the seconds until the key may try again."""
+        now = time.monotonic() if now is None else now
+        start, used = self.windows.get(key, (now, 0))
+        if now - start >= self.period:
+            start, used = now, 0
+        if used >= self.count:
+            return start + self.period - now
+        if len(self.windows) >= self.max_keys and key not in self.windows:
+            self.windows = {k: w for k, w in self.windows.items() if now - w[0] < self.period}
+        self.windows[key] = (start, used + 1)
+        return 0.0
+
+
+# --- the confirmation email ------------------------------------------------------------------
+
+def confirmation_message(mail: MailSettings, address: str, confirm_url: str, already: bool,
+                         lifetime_hours: int, now: dt.datetime | None = None) -> bytes:
+    """The double opt-in email, text and HTML, built like the digest's messages (and DKIM-signed
+    when a key is configured)."""
+    env = environment()
+    context = {"url": confirm_url, "already": already, "hours": lifetime_hours, "list_name": mail.list_name,
+               "site_url": mail.site_url}
+    text = env.get_template("serve/confirm_email.txt").render(**context).replace("\n", "\r\n")
+    html = env.get_template("serve/confirm_email.html").render(**context).replace("\n", "\r\n")
+    boundary = "=_confirm_" + secrets.token_hex(8)
+    subject = f"[{mail.list_name}] " + ("주제 변경을 확인해 주세요" if already else "구독을 확인해 주세요")
+    now = now or dt.datetime.now(dt.UTC)
+    headers = [
+        (b"From", fold_address("From", mail.sender_name, mail.sender).encode()),
+        (b"To", f"To: {address}\r\n".encode()),
+        (b"Subject", subject_line(subject)),
+        (b"Date", header_bytes("Date", email.utils.format_datetime(now))),
+        (b"Message-ID", f"Message-ID: <confirm.{secrets.token_hex(10)}@{mail.domain}>\r\n".encode()),
+        (b"Auto-Submitted", b"Auto-Submitted: auto-generated\r\n"),
+        (b"MIME-Version", b"MIME-Version: 1.0\r\n"),
+        (b"Content-Type", f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode()),
+    ]
+    b = boundary.encode()
+    body = b"".join([
+        b"--" + b + CRLF, b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
+        base64_lines(text.encode()),
+        b"--" + b + CRLF, b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
+        base64_lines(html.encode()), b"--" + b + b"--" + CRLF])
+    head = b"".join(line for _, line in headers)
+    if mail.signer is not None:
+        head = mail.signer.sign(headers, body) + head
+    return head + CRLF + body
+
+
+@dataclass
+class Mailer:
+    """Sends confirmation emails: into outbox/confirmations/ (default) or through SMTP."""
+
+    settings: ServeSettings
+    mail: MailSettings
+    secret: bytes  # the store's, for keyed hashes in file names and logs
+    smtp: object = None  # deliver.SmtpSettings when mail == "smtp"
+    envelope_from: str = ""
+    pool: ThreadPoolExecutor = dataclasses.field(default_factory=lambda: ThreadPoolExecutor(
+        2, thread_name_prefix="confirm-mail"))
+
+    def submit(self, address: str, confirm_url: str, already: bool) -> None:
+        """Send on a mail thread: the HTTP response never waits for (or reveals) a mail being sent."""
+        self.pool.submit(self._send_logged, address, confirm_url, already)
+
+    def _send_logged(self, address: str, confirm_url: str, already: bool) -> None:
+        try:
+            self.send(address, confirm_url, already)
+        except (OSError, DigestError) as exc:
+            log.error("confirmation for %s not sent: %s", keyed_hash(self.secret, address),
+                      type(exc).__name__ if "@" in str(exc) else exc)
+
+    def send(self, address: str, confirm_url: str, already: bool) -> None:
+        who = keyed_hash(self.secret, address)
+        message = confirmation_message(self.mail, address, confirm_url, already,
+                                       int(self.settings.confirm_lifetime // 3600))
+        if self.settings.mail == "smtp":
+            self._smtp(address, message, who)
+        else:
+            self._outbox(message, who)
+
+    def _outbox(self, message: bytes, who: str) -> None:
+        folder = self.settings.outbox / "confirmations"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}-{who}.eml"
+        tmp = path.with_name("." + path.name + ".tmp")
+        tmp.write_bytes(message)
+        os.replace(tmp, path)
+        log.info("confirmation for %s written to %s", who, path.name)
+
+    def _smtp(self, address: str, message: bytes, who: str) -> None:
+        from .deliver import SmtpTransport
+
+        transport = SmtpTransport(self.smtp)
+        try:
+            outcome = transport.deliver(self.envelope_from or self.mail.sender, Subscriber(0, address), message,
+                                        lambda: True)
+        finally:
+            transport.close()
+        log.info("confirmation for %s: %s %s", who, outcome.kind, outcome.reply.split("\n")[0][:120]
+                 if "@" not in outcome.reply else "")
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+def tag_choices(tags) -> list[tuple[str, str]]:
+    """(id, name) pairs from a {id: Tag} mapping, a list of pairs, or a list of objects with .id/.name."""
+    if isinstance(tags, Mapping):
+        return [(tag_id, getattr(tag, "name", tag)) for tag_id, tag in tags.items()]
+    return [(t.id, t.name) if hasattr(t, "id") else (t[0], t[1]) for t in tags]
+
+
+def subscribe_form_html(service_url: str, tags, *, csrf: str = "", email: str = "",
+                        chosen: Iterable[str] = (), error: str = "") -> str:
+    """The subscribe form, an HTML fragment posting to ``service_url`` + 'subscribe'; no script.
+
+    The site embeds it as it is (on the home page and /subscribe/): ``tags`` are content/tags.yml's
+    (a {id: Tag} mapping or (id, name) pairs), one checkbox each.
+    """
+    action = (service_url if service_url.endswith("/") else service_url + "/") + "subscribe"
+    return environment().get_template("serve/subscribe_form.html").render(
+        action=action, tags=tag_choices(tags), csrf=csrf, email=email, chosen=set(chosen), error=error)
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+TEXT = {
+    "address": "올바른 이메일 주소가 아닙니다. 이름이나 줄바꿈 없이 주소만 적어 주세요 (예: you@example.com).",
+    "topic": "알 수 없는 주제가 있습니다. 목록에 있는 주제만 골라 주세요.",
+    "field": "보낸 값이 너무 길거나 줄바꿈·제어 문자가 들어 있습니다. 다시 입력해 주세요.",
+    "form": "양식을 읽을 수 없습니다. 페이지를 새로 고친 뒤 다시 보내 주세요.",
+    "media": "이 주소는 웹 양식(application/x-www-form-urlencoded)으로 보낸 요청만 받습니다.",
+    "csrf": "요청을 확인할 수 없습니다. 페이지를 새로 고친 뒤 다시 보내 주세요.",
+    "origin": "다른 사이트에서 보낸 요청은 받지 않습니다.",
+    "link": "링크가 올바르지 않습니다. 메일에 있는 링크를 그대로 열어 주세요.",
+    "expired": "확인 링크가 만료되었습니다. 구독을 다시 신청하면 새 링크를 보내 드립니다.",
+    "used": "이미 사용한 확인 링크입니다. 다시 구독하려면 새로 신청해 주세요.",
+    "too_large": "요청이 너무 큽니다.",
+    "ip": "요청이 너무 많습니다. {wait} 뒤에 다시 시도해 주세요.",
+    "address_limit": "이 주소로 들어온 요청이 너무 많습니다. {wait} 뒤에 다시 시도해 주세요.",
+    "not_found": "페이지를 찾을 수 없습니다. 주소를 확인해 주세요.",
+    "method": "이 주소는 그런 방식의 요청을 받지 않습니다.",
+    "store": "잠시 문제가 생겼습니다. 조금 뒤에 다시 시도해 주세요.",
+}
+
+
+def _wait_text(seconds: float) -> str:
+    seconds = max(1, int(seconds + 0.999))
+    return f"{seconds}초" if seconds < 120 else f"{(seconds + 59) // 60}분"
+
+
+@dataclass
+class Service:
+    settings: ServeSettings
+    store: SubscriberStore
+    mail: MailSettings
+    tags: list[tuple[str, str]]
+    mailer: Mailer
+    store_secret: bytes = b""
+    ip_limiter: RateLimiter = None
+    address_limiter: RateLimiter = None
+    own_origins: frozenset[str] = frozenset()
+    site_origins: frozenset[str] = frozenset()
+
+    def url(self, path: str) -> str:
+        return self.settings.base_url + path
+
+
+def _service(request) -> Service:
+    return request.app.state.service
+
+
+def render(service: Service, template: str, **context) -> str:
+    base = {"base_path": service.settings.base_path, "site_url": service.mail.site_url,
+            "list_name": service.mail.list_name, "csrf": "", "notice": ""}
+    return environment().get_template(f"serve/{template}").render(**{**base, **context})
+
+
+def page(request, template: str, status: int = 200, form: bool = False, headers=None, **context):
+    """An HTML page; with ``form``, a CSRF token in the page and its nonce in a cookie."""
+    from starlette.responses import HTMLResponse
+
+    service = _service(request)
+    nonce, new = request.cookies.get(CSRF_COOKIE, ""), False
+    if form and not (16 <= len(nonce) <= 64 and nonce.replace("-", "").replace("_", "").isalnum()):
+        nonce, new = secrets.token_urlsafe(16), True
+    csrf = csrf_token(service.settings.secret, nonce) if form else ""
+    response = HTMLResponse(render(service, template, csrf=csrf, **context), status, headers=headers)
+    if new:
+        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="lax", path=service.settings.base_path,
+                            secure=service.settings.base_url.startswith("https:"))
+    return response
+
+
+def refuse(status: int, key: str, retry_after: float | None = None) -> RequestRefused:
+    wait = _wait_text(retry_after) if retry_after else ""
+    return RequestRefused(status, TEXT[key].format(wait=wait), int(retry_after + 1) if retry_after else None)
+
+
+def limit_ip(request) -> None:
+    service = _service(request)
+    client = request.client.host if request.client else "unknown"
+    if wait := service.ip_limiter.hit(client):
+        raise refuse(429, "ip", wait)
+
+
+async def read_form(request) -> dict[str, list[str]]:
+    """The posted fields; 4xx for another media type, bad encoding, or a value too long or with
+    line breaks and control characters."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    if media not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise refuse(415, "media")
+    body = await request.body()
+    try:
+        if media == "multipart/form-data":  # RFC 8058 prefers it for one-click POSTs
+            fields = _multipart(content_type, body)
+        else:
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64, errors="strict")
+    except (UnicodeError, ValueError):
+        raise refuse(400, "form") from None
+    for values in fields.values():
+        for value in values:
+            if len(value) > MAX_FIELD or any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029"
+                                             for c in value):
+                raise refuse(400, "field")
+    return fields
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, list[str]]:
+    """Text fields of a multipart/form-data body (small: the body limit came first); no files."""
+    import email.parser
+    import email.policy
+
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise ValueError("not multipart")
+    fields: dict[str, list[str]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or part.get_filename() is not None or len(fields) > 64:
+            raise ValueError("not a text field")
+        fields.setdefault(name, []).append((part.get_payload(decode=True) or b"").decode("utf-8"))
+    return fields
+
+
+def one(fields: dict[str, list[str]], name: str) -> str:
+    values = fields.get(name, [])
+    if len(values) > 1:
+        raise refuse(400, "form")
+    return values[0] if values else ""
+
+
+def check_origin(request, allow_site: bool) -> str:
+    """'self', 'site' (the form embedded on the site) or 'none' (no Origin: not a browser's
+    cross-site request); RequestRefused(403) for any other origin."""
+    service = _service(request)
+    origin = request.headers.get("origin")
+    if origin is None:
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            raise refuse(403, "origin")
+        return "none"
+    origin = origin.strip().rstrip("/").lower()
+    if origin in service.own_origins:
+        return "self"
+    if allow_site and origin in service.site_origins:
+        return "site"
+    raise refuse(403, "origin")
+
+
+def check_csrf(request, fields) -> None:
+    if not csrf_valid(_service(request).settings.secret, request.cookies.get(CSRF_COOKIE), one(fields, "csrf")):
+        raise refuse(403, "csrf")
+
+
+def chosen_topics(service: Service, fields) -> tuple[str, ...]:
+    known = {tag_id for tag_id, _ in service.tags}
+    topics = fields.get("topic", [])
+    if any(t not in known for t in topics):
+        raise refuse(400, "topic")
+    return tuple(sorted(set(topics)))
+
+
+def path_token(request) -> str:
+    token = request.path_params["token"]
+    if not 0 < len(token) <= MAX_TOKEN or not all(c.isascii() and (c.isalnum() or c in "._-") for c in token):
+        raise refuse(400, "link")
+    return token
+
+
+async def in_thread(function, *args):
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args)
+
+
+# --- handlers ---
+
+async def subscribe_page(request):
+    return page(request, "subscribe.html", form=True, tags=_service(request).tags, email="", chosen=set(),
+                error="")
+
+
+async def subscribe(request):
+    service = _service(request)
+    limit_ip(request)
+    fields = await read_form(request)
+    if check_origin(request, allow_site=True) != "site":
+        check_csrf(request, fields)
+    topics = chosen_topics(service, fields)
+    try:
+        address = normalize_address(one(fields, "email"))
+    except AddressInvalid:
+        return page(request, "subscribe.html", 400, form=True, tags=service.tags, email=one(fields, "email"),
+                    chosen=set(topics), error=TEXT["address"])
+    who = keyed_hash(service.store_secret, address)
+    if wait := service.address_limiter.hit(who):
+        raise refuse(429, "address_limit", wait)
+    s = service.settings
+    subscriber, confirmation = await in_thread(service.store.request_confirmation, address, topics,
+                                               s.confirm_window, s.confirm_lifetime)
+    if confirmation is not None:
+        token = sign_expiring(service.store_secret, "confirm", confirmation.id, confirmation.expires)
+        service.mailer.submit(subscriber.address, service.url(f"confirm/{token}"), subscriber.status == "confirmed")
+    log.info("subscribe request for %s: %s", who, "confirmation queued" if confirmation else
+             "no new mail (one was sent within the window)")
+    return page(request, "sent.html")
+
+
+def _confirm_token(service: Service, request) -> int:
+    confirmation_id, problem = verify_expiring(service.store_secret, "confirm", path_token(request))
+    if confirmation_id is None:
+        raise refuse(400, "link")
+    if problem == "expired":
+        raise refuse(410, "expired")
+    return confirmation_id
+
+
+async def confirm_page(request):
+    _confirm_token(_service(request), request)
+    return page(request, "confirm.html", form=True)
+
+
+async def confirm(request):
+    service = _service(request)
+    limit_ip(request)
+    fields = await read_form(request)
+    check_origin(request, allow_site=False)
+    check_csrf(request, fields)
+    outcome, subscriber = await in_thread(service.store.confirm, _confirm_token(service, request))
+    if outcome != "confirmed":
+        raise refuse({"used": 409, "expired": 410}.get(outcome, 400), outcome if outcome != "unknown" else "link")
+    log.info("confirmed %s", keyed_hash(service.store_secret, subscriber.address))
+    return page(request, "confirmed.html", topics=_topic_names(service, subscriber.topics),
+                preferences_url=service.url("preferences/" + _sign(service, "preferences", subscriber.id)))
+
+
+def _sign(service: Service, purpose: str, subscriber_id: int) -> str:
+    from .store import sign_token
+
+    return sign_token(service.store_secret, purpose, subscriber_id)
+
+
+def _topic_names(service: Service, topics: tuple[str, ...]) -> list[str]:
+    names = dict(service.tags)
+    return [names.get(t, t) for t in topics]
+
+
+def _subscriber_id(service: Service, request, purpose: str) -> int:
+    subscriber_id = verify_token(service.store_secret, purpose, path_token(request))
+    if subscriber_id is None:
+        raise refuse(400, "link")
+    return subscriber_id
+
+
+async def unsubscribe_page(request):
+    _subscriber_id(_service(request), request, "unsubscribe")
+    return page(request, "unsubscribe.html", form=True)
+
+
+async def unsubscribe(request):
+    """The page's button, or RFC 8058's one-click POST (``List-Unsubscribe=One-Click``), which
+    mail clients send without a page, a cookie or an Origin."""
+    from starlette.responses import PlainTextResponse
+
+    service = _service(request)
+    fields = await read_form(request)
+    subscriber_id = _subscriber_id(service, request, "unsubscribe")
+    one_click = fields.get("List-Unsubscribe") == ["One-Click"]
+    if not one_click:
+        limit_ip(request)
+        check_origin(request, allow_site=False)
+        check_csrf(request, fields)
+    if await in_thread(service.store.unsubscribe, subscriber_id):
+        log.info("unsubscribed subscriber #%d (%s)", subscriber_id, "one-click" if one_click else "page")
+    if one_click:
+        return PlainTextResponse("수신 거부되었습니다. Unsubscribed.\n")
+    return page(request, "unsubscribed.html")
+
+
+async def preferences_page(request):
+    service = _service(request)
+    subscriber_id = _subscriber_id(service, request, "preferences")
+    subscriber = await in_thread(service.store.get, subscriber_id)
+    return _preferences(request, service, subscriber, subscriber_id, "")
+
+
+def _preferences(request, service: Service, subscriber: Subscriber | None, subscriber_id: int, notice: str):
+    active = subscriber is not None and subscriber.status != "unsubscribed"
+    return page(request, "preferences.html", 200 if active else 404, form=active, tags=service.tags,
+                chosen=set(subscriber.topics) if active else set(), active=active, notice=notice,
+                unsubscribe_url=service.url("unsubscribe/" + _sign(service, "unsubscribe", subscriber_id)))
+
+
+async def preferences(request):
+    service = _service(request)
+    limit_ip(request)
+    fields = await read_form(request)
+    check_origin(request, allow_site=False)
+    check_csrf(request, fields)
+    subscriber_id = _subscriber_id(service, request, "preferences")
+    topics = chosen_topics(service, fields)
+    saved = await in_thread(service.store.set_topics, subscriber_id, topics)
+    subscriber = await in_thread(service.store.get, subscriber_id)
+    if saved:
+        log.info("topics of subscriber #%d saved (%d)", subscriber_id, len(topics))
+    return _preferences(request, service, subscriber, subscriber_id, "주제를 저장했습니다." if saved else "")
+
+
+async def health(request):
+    from starlette.responses import JSONResponse
+
+    try:
+        await in_thread(_service(request).store.get, 0)
+    except StoreError:
+        return JSONResponse({"status": "store unavailable"}, 503)
+    return JSONResponse({"status": "ok"})
+
+
+async def stylesheet(request):
+    from starlette.responses import Response
+
+    css = environment().loader.get_source(environment(), "serve/serve.css")[0]
+    return Response(css, media_type="text/css", headers={"Cache-Control": "public, max-age=86400"})
+
+
+async def home(request):
+    from starlette.responses import RedirectResponse
+
+    return RedirectResponse(_service(request).settings.base_path + "subscribe", 303)
+
+
+# --- errors and middleware ---
+
+async def refused(request, exc: RequestRefused):
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return page(request, "error.html", exc.status, headers=headers, message=exc.message)
+
+
+async def http_error(request, exc):
+    key = {404: "not_found", 405: "method"}.get(exc.status_code, "form")
+    return page(request, "error.html", exc.status_code, message=TEXT[key])
+
+
+async def store_failed(request, exc: StoreError):
+    log.error("store: %s", exc)
+    return page(request, "error.html", 503, headers={"Retry-After": "30"}, message=TEXT["store"])
+
+
+def security_headers(settings: ServeSettings) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                                     b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        (b"x-content-type-options", b"nosniff"),
+        # Links carry tokens: never send them to another site. Not no-referrer: with it, browsers send
+        # 'Origin: null' on our own form POSTs, and the origin check could not tell them from forgeries.
+        (b"referrer-policy", b"same-origin"),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-resource-policy", b"same-origin"),
+        (b"x-robots-tag", b"noindex"),
+    ]
+    if settings.base_url.startswith("https:"):
+        headers.append((b"strict-transport-security", b"max-age=31536000"))
+    return headers
+
+
+class Guard:
+    """Pure ASGI middleware: security headers on every response (and ``no-store`` unless the
+    response says otherwise); request bodies over ``max_body`` answered 413 before they are read."""
+
+    def __init__(self, app, settings: ServeSettings, too_large):
+        self.app, self.max_body, self.too_large = app, settings.max_body, too_large
+        self.headers = security_headers(settings)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers + self.headers}
+            await send(message)
+
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_body:
+            return await self.too_large(scope, receive, send_with_headers)
+        await self.app(scope, self._limited(receive), send_with_headers)
+
+    def _limited(self, receive):
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise refuse(413, "too_large")
+            return message
+        return limited
+
+
+def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, mailer: Mailer | None = None):
+    """The ASGI app. ``mail.service_url`` is replaced by the service's base URL."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    mail = dataclasses.replace(mail, service_url=settings.base_url)
+    secret = store.secret()
+    service = Service(settings, store, mail, tag_choices(tags), mailer or Mailer(settings, mail, secret),
+                      store_secret=secret, ip_limiter=RateLimiter(*settings.ip_limit),
+                      address_limiter=RateLimiter(*settings.address_limit),
+                      own_origins=frozenset({_origin(settings.base_url)}),
+                      site_origins=frozenset({_origin(mail.site_url), *(o.lower() for o in settings.allowed_origins)}))
+    prefix = settings.base_path.rstrip("/")
+    routes = [
+        Route(prefix + "/", home), Route(prefix + "/subscribe", subscribe_page, methods=["GET"]),
+        Route(prefix + "/subscribe", subscribe, methods=["POST"]),
+        Route(prefix + "/confirm/{token}", confirm_page, methods=["GET"]),
+        Route(prefix + "/confirm/{token}", confirm, methods=["POST"]),
+        Route(prefix + "/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
+        Route(prefix + "/unsubscribe/{token}", unsubscribe, methods=["POST"]),
+        Route(prefix + "/preferences/{token}", preferences_page, methods=["GET"]),
+        Route(prefix + "/preferences/{token}", preferences, methods=["POST"]),
+        Route(prefix + "/health", health), Route(prefix + "/static/serve.css", stylesheet),
+    ]
+
+    async def too_large(scope, receive, send):
+        html = render(service, "error.html", message=TEXT["too_large"])
+        await HTMLResponse(html, 413, headers={"Connection": "close"})(scope, receive, send)
+
+    app = Starlette(routes=routes, exception_handlers={RequestRefused: refused, HTTPException: http_error,
+                                                       StoreError: store_failed},
+                    middleware=[Middleware(Guard, settings=settings, too_large=too_large)])
+    app.state.service = service
+    return app
+
+
+def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None) -> None:
+    """Serve until stopped (SIGINT/SIGTERM); log lines on stderr carry keyed hashes, never addresses."""
+    import uvicorn
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("digest serve: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    mailer = Mailer(settings, dataclasses.replace(mail, service_url=settings.base_url), store.secret(), smtp,
+                    getattr(smtp, "envelope_from", "") or "")
+    app = create_app(settings, store, mail, tags, mailer)
+    log.info("%s (store: %s; confirmation mail: %s)", settings.base_url, type(store).__name__,
+             settings.mail if settings.mail == "smtp" else settings.outbox / "confirmations")
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, server_header=False,
+                log_level="warning", proxy_headers=bool(settings.forwarded_allow_ips),
+                forwarded_allow_ips=settings.forwarded_allow_ips or None, timeout_keep_alive=5)

@@ -1,0 +1,78 @@
+"""`digest subscribers count|list|add|remove|export|import` on both backends: addresses are
+printed only on request, CSV moves a list out and back in unchanged."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from test_mail_support import write_content
+
+from digest import cli
+from digest.store import keyed_hash, open_store
+
+
+@pytest.fixture
+def run(store_location, tmp_path, capsys):
+    content = write_content(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main(["subscribers", *args, "--store", store_location, "--content", str(content)])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def test_add_list_count_remove_without_printing_addresses(run, store_location):
+    assert run("add", "one@example.org", "--topic", "backprop")[0] == 0
+    assert run("add", "two@한국.kr", "--pending")[0] == 0
+    code, out, err = run("list")
+    assert code == 0 and "@" not in out + err and len(out.splitlines()) == 2
+    store = open_store(store_location)
+    assert keyed_hash(store.secret(), "one@example.org") in out and "backprop" in out and "(all topics)" in out
+    code, out, _ = run("list", "--addresses", "--status", "pending")
+    assert out.split()[:2] == ["#2", "pending"] and "two@xn--3e0b707e.kr" in out and "one@" not in out
+    code, out, _ = run("count")
+    assert out.split() == ["confirmed", "1", "pending", "1", "unsubscribed", "0"]
+    code, out, err = run("remove", "ONE@example.org")
+    assert code == 0 and "removed subscriber #1" in out and "@" not in out
+    assert run("remove", "one@example.org")[0] == 1
+    assert run("remove", "--id", "2")[0] == 0 and store.count() == 0
+    code, _, err = run("remove", "Victim <v@example.org>")
+    assert code == 2 and "victim" not in err.lower()
+    store.close()
+
+
+def test_export_then_import_moves_a_list_unchanged(run, store_location, tmp_path):
+    for address, topics in (("a@example.org", ["backprop", "tools"]), ("b@example.org", []),
+                            ("c@münchen.de", ["tools"])):
+        run("add", address, *[x for t in topics for x in ("--topic", t)])
+    store = open_store(store_location)
+    store.unsubscribe(store.find("b@example.org").id)
+    exported = tmp_path / "list.csv"
+    code, out, err = run("export", str(exported))
+    assert code == 0 and out == "" and "exported 3 subscriber(s)" in err
+    assert exported.stat().st_mode & 0o777 == 0o600  # the file holds addresses: owner only
+    rows = list(csv.DictReader(io.StringIO(exported.read_text(encoding="utf-8"))))
+    assert [(r["email"], r["topics"], r["status"]) for r in rows] == [
+        ("a@example.org", "backprop tools", "confirmed"), ("b@example.org", "", "unsubscribed"),
+        ("c@xn--mnchen-3ya.de", "tools", "confirmed")]
+    before = [(s.address, s.topics, s.status) for s in store.subscribers()]
+    for s in store.subscribers():
+        store.remove(s.id)
+    code, out, err = run("import", str(exported))
+    assert code == 0 and "3 new" in out
+    assert [(s.address, s.topics, s.status) for s in store.subscribers()] == before
+    code, out, err = run("export", "-", "--status", "confirmed")
+    assert out.splitlines()[0] == "email,topics,status,created"
+    assert len(out.splitlines()) == 3 and "b@example.org" not in out  # '-': the addresses, as asked
+    store.close()
+
+
+def test_the_subscribers_help_lists_the_actions(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["subscribers", "--help"])
+    out = capsys.readouterr().out
+    for action in ("count", "list", "add", "remove", "export", "import"):
+        assert action in out
