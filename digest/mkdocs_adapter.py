@@ -83,7 +83,8 @@ def on_page_content(html, page, config, files):
     generated = _generated_pages.get(page.file.src_uri)
     if generated is None:
         return html
-    return sanitize.clean("\n".join(part for part in (generated.before, html, generated.after) if part))
+    cleaned = sanitize.clean("\n".join(part for part in (generated.before, html, generated.after) if part))
+    return cleaned + generated.trusted_after  # our own template's form, which the allow-list would drop
 
 
 def _refuse_existing(files, path: str) -> None:
@@ -99,6 +100,7 @@ def _site_config(config) -> SiteConfig:
         site_url=config.site_url or SiteConfig.site_url,
         site_name=config.site_name or SiteConfig.site_name,
         cache_dir=_content_root(config).parent / CACHE_DIR,
+        service_url=os.environ.get("DIGEST_SERVICE_URL") or extra.get("subscribe_url") or SiteConfig.service_url,
     )
 
 

@@ -16,6 +16,7 @@ notes are kept out of the navigation.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import posixpath
@@ -47,6 +48,7 @@ class SiteConfig:
     home_size: int = 12  # cards on the home page
     feed_size: int = 20  # entries per feed
     cache_dir: Path | None = None  # where search analysis is cached by content hash
+    service_url: str = "http://127.0.0.1:8470/"  # `digest serve`: where the subscribe form posts
 
     def source_url(self, path: str) -> str:
         return f"{self.repo_url.rstrip('/')}/blob/{self.branch}/{path}"
@@ -71,6 +73,8 @@ class Page:
     text: str  # Markdown, with YAML front matter
     before: str = ""  # HTML
     after: str = ""  # HTML
+    # HTML from our own templates that the sanitizer must not see (it drops forms): the subscribe form.
+    trusted_after: str = ""
 
 
 @dataclass(frozen=True)
@@ -386,6 +390,15 @@ class _Pages:
             self.add(listing.path, template, listing=listing, **context)
 
 
+def _embed_subscribe_form(pages: _Pages, content: Content, config: SiteConfig) -> None:
+    """The subscribe form on the home page and /subscribe/, after sanitizing (it drops forms)."""
+    from .serve import subscribe_form_html
+
+    form = subscribe_form_html(config.service_url, content.tags)
+    for path in ("index.md", "subscribe/index.md"):
+        pages.pages[path] = dataclasses.replace(pages.pages[path], trusted_after=form)
+
+
 def render_site(content: Content, refs: dict[str, Reference] | None = None,
                 config: SiteConfig | None = None, extras: Extras | None = None) -> Site:
     """Every generated page, asset and file of the site."""
@@ -426,6 +439,9 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
     for year, months in years.items():
         pages.add(year_page(year), "year.md.j2", year=year, months=months, month_page=month_page)
     pages.add("archive/index.md", "archive.md.j2", years=years, month_page=month_page, year_page=year_page)
+
+    pages.add("subscribe/index.md", "subscribe.md.j2")
+    _embed_subscribe_form(pages, content, config)
 
     for page in extras.pages:
         pages.put(page)

@@ -246,3 +246,18 @@ def test_golden_rendered_pages(real, path):
     assert golden.is_file(), f"missing {golden.relative_to(ROOT)}: run `make golden`"
     assert actual == golden.read_text(encoding="utf-8"), f"{path} differs from its golden file: " \
         "if the change is intended, run `make golden` and review the diff"
+
+
+def test_home_and_subscribe_pages_embed_the_subscribe_form_outside_the_sanitizer():
+    from digest.check import load_content
+    from digest.site import SiteConfig, render_site
+
+    content, refs = load_content(Path(__file__).resolve().parent.parent / "content")
+    site = render_site(content, refs, SiteConfig(service_url="https://digest.example.org/"))
+    pages = {p.path: p for p in site.pages}
+    for path in ("index.md", "subscribe/index.md"):
+        form = pages[path].trusted_after
+        assert 'action="https://digest.example.org/subscribe"' in form and 'method="post"' in form
+        assert all(f'value="{tag}"' in form for tag in content.tags)
+        assert "<script" not in form
+    assert all(not p.trusted_after for path, p in pages.items() if path not in ("index.md", "subscribe/index.md"))
