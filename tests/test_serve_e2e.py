@@ -1,7 +1,7 @@
 """Issue 8's acceptance, end to end in real processes on loopback, on SQLite and on PostgreSQL.
 
 The site is built by `mkdocs build` from a small content tree and served over HTTP on 127.0.0.1
-with the subscribe form (``digest.serve.subscribe_form_html``) in its home page; `digest serve`
+with the subscribe form the site embeds in its home page; `digest serve`
 runs as its own process; mail goes to a real aiosmtpd server. Headless Debian Chromium fills the
 form, the confirmation mail arrives, Chromium opens its link and presses the button; `digest send`
 (a process) delivers the week's issue; the one-click POST from that message's List-Unsubscribe
@@ -28,7 +28,6 @@ import test_serve_support
 from test_mail_support import ROOT, free_port, write_content
 from test_serve_support import confirm_link, mails_to, start_server
 
-from digest.check import load_content
 from digest.serve import subscribe_form_html
 from digest.store import open_store
 
@@ -39,6 +38,10 @@ recording_smtp = test_serve_support.recording_smtp
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                                 reason="Debian chromium is not installed (make test installs it)")
+
+
+# Where the site's form posts at build time; each test points it at its own `digest serve`.
+BUILD_SERVICE_URL = "http://127.0.0.1:9/"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -55,7 +58,8 @@ def site(tmp_path_factory):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("DIGEST_")}
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
                              "-d", str(built)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**env, "DIGEST_CONTENT": str(content), "NO_MKDOCS_2_WARNING": "1"})
+                            env={**env, "DIGEST_CONTENT": str(content), "NO_MKDOCS_2_WARNING": "1",
+                                 "DIGEST_SERVICE_URL": BUILD_SERVICE_URL})
     assert result.returncode == 0, result.stderr[-3000:]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()),
                                              functools.partial(_Quiet, directory=str(built)))
@@ -68,14 +72,13 @@ def site(tmp_path_factory):
 
 
 def embed_form(built, service_url: str, content) -> None:
-    """What the site's home page will carry: the form fragment, pointing at the service."""
-    loaded, _ = load_content(content)
+    """Point the form the site built into its home page at this test's service (its port is new)."""
     home = built / "index.html"
     html = home.read_text(encoding="utf-8")
-    original = html.split("<!--subscribe-->")[0] + html.split("<!--/subscribe-->")[-1] if "<!--" in html else html
-    at = original.rfind("</article>")
-    form = "<!--subscribe-->" + subscribe_form_html(service_url, loaded.tags) + "<!--/subscribe-->"
-    home.write_text(original[:at] + form + original[at:], encoding="utf-8")
+    form = re.search(r'<form class="digest-subscribe" method="post" action="([^"]*)"', html)
+    assert form, "the built home page carries no subscribe form"
+    pointed = form.group(0).replace(form.group(1), service_url.rstrip("/") + "/subscribe")
+    home.write_text(html.replace(form.group(0), pointed), encoding="utf-8")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
