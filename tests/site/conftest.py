@@ -104,9 +104,14 @@ def base_url(serve, site_dir) -> str:
     return serve(site_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless chromium, driven by Playwright (whose own browser download cannot work here)."""
+    """Debian's headless chromium, driven by Playwright (whose own browser download cannot work here).
+
+    Module scope: Playwright's sync API runs an event loop in this thread while it lives, so it must
+    end with each module, before later tests call asyncio.run() ("package" scope would be the
+    session here: tests/site/ is not a Python package).
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test` (installs Debian's chromium) "
                     "or `apt-get install -y chromium fonts-noto-cjk`")
