@@ -396,6 +396,19 @@ class SqlStore(SubscriberStore):
     def _one(self, sql: str, args: tuple = ()):
         return self._execute(sql, args).fetchone()
 
+    def _init_connections(self) -> None:
+        """One connection per thread, all remembered so ``close`` can end them."""
+        self._local = threading.local()
+        self._connections: list = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for con in self._connections:
+                con.close()
+            self._connections.clear()
+        self._local = threading.local()
+
     def _apply_migrations(self, execute, version: int, where: str) -> int:
         """Run the migrations after ``version``; the new version."""
         if version > len(MIGRATIONS):
@@ -609,9 +622,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str | Path, durable: bool = False):
         self.path = Path(path)
         self.durable = durable
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._init_connections()
         self._writer = threading.RLock()  # one writing thread at a time in this process
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
@@ -674,13 +685,6 @@ class SqliteStore(SqlStore):
             elif version > len(MIGRATIONS):
                 self._apply_migrations(execute, version, str(self.path))  # raises: a newer schema
 
-    def close(self) -> None:
-        with self._lock:
-            for con in self._connections:
-                con.close()
-            self._connections.clear()
-        self._local = threading.local()
-
     @contextlib.contextmanager
     def claim(self, issue, channel):
         lock_path = self.path.with_name(f"{self.path.name}.send-{issue}-{channel}.lock")
@@ -714,9 +718,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, dsn: str):
         self.dsn = dsn
-        self._local = threading.local()
-        self._connections: list = []
-        self._lock = threading.Lock()
+        self._init_connections()
         self._sql: dict[str, str] = {}
         self._migrate()
 
@@ -777,13 +779,6 @@ class PostgresStore(SqlStore):
                 new = self._apply_migrations(execute, version, _redact_dsn(self.dsn))
                 execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
                         (str(new),))
-
-    def close(self) -> None:
-        with self._lock:
-            for con in self._connections:
-                con.close()
-            self._connections.clear()
-        self._local = threading.local()
 
     @contextlib.contextmanager
     def claim(self, issue, channel):

@@ -23,8 +23,8 @@ import sys
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
-from test_mail_support import INTRO, WEEK, Recorder, free_port, mail_env, write_content
+from smtpkit import running_smtp
+from test_mail_support import INTRO, WEEK, Recorder, mail_env, write_content
 
 from digest.store import open_store
 
@@ -43,15 +43,8 @@ class SlowRecorder(Recorder):
 
 @pytest.fixture
 def slow_server():
-    recorder = SlowRecorder()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, ready_timeout=10)
-    controller.loop.set_exception_handler(lambda loop, context: None)
-    controller.start()
-    try:
-        yield recorder, port
-    finally:
-        controller.stop()
+    with running_smtp(SlowRecorder()) as server:
+        yield server
 
 
 def start_sender(env: dict, content) -> subprocess.Popen:

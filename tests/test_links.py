@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from loopback import reply
 
 from digest.cli import main
 from digest.links import body_urls, collect
-from tests.loopback import reply
 
 
 class Site(ThreadingHTTPServer):

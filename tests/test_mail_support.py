@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import textwrap
 import threading
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
+from smtpkit import free_port, running_smtp  # noqa: F401 - free_port is imported from here
 
 ROOT = Path(__file__).resolve().parent.parent
 WEEK = "2016-W28"  # the sample content's busy week: 2016-07-11 .. 2016-07-17
@@ -91,24 +90,11 @@ class Recorder:
             return [m for m in self.messages if address in m.rcpt_tos]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def smtp_server():
     """A real SMTP server on 127.0.0.1, recording; yields (recorder, port)."""
-    recorder = Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, ready_timeout=10)
-    controller.loop.set_exception_handler(lambda loop, context: None)  # dropped clients are part of the tests
-    controller.start()
-    try:
-        yield recorder, port
-    finally:
-        controller.stop()
+    with running_smtp(Recorder()) as server:
+        yield server
 
 
 NOTE = """\

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from loopback import reply
 
 from digest.authors import fold, match, person_id
 from digest.check import check, load_content
@@ -31,7 +32,6 @@ from digest.errors import UsageError
 from digest.metadata import parse_arxiv_id
 from digest.model import Person, Source
 from digest.yamlread import parse
-from tests.loopback import reply
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "arxiv"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
+from smtpkit import running_smtp
 from test_mail_support import ROOT, Recorder, free_port
 
 SITE_ORIGIN = "http://127.0.0.1:9"  # a site origin no test serves on unless it says so
@@ -100,15 +100,8 @@ def wait_healthy(server: Server, timeout: float = 30) -> None:
 @pytest.fixture(scope="module")
 def recording_smtp():
     """A real SMTP server on 127.0.0.1 for a whole module: (recorder, port)."""
-    recorder = Recorder()
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port, ready_timeout=10)
-    controller.loop.set_exception_handler(lambda loop, context: None)
-    controller.start()
-    try:
-        yield recorder, port
-    finally:
-        controller.stop()
+    with running_smtp(Recorder()) as server:
+        yield server
 
 
 def mails_to(recorder: Recorder, address: str, count: int = 1, timeout: float = 10) -> list:
