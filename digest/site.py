@@ -317,13 +317,17 @@ def figure_path(name: str, profile: str, file: str) -> str:
     return f"refs/{name}/{profile}/{file}"
 
 
-def _figure_file(files: list[str]) -> str:
-    """SVG for crisp plots, GIF/WebP for animations, PNG otherwise."""
-    for suffix in (".svg", ".gif", ".webp", ".png"):
-        for file in files:
-            if file.endswith(suffix):
-                return file
-    return files[0]
+def _figure_file(folder: Path, files: list[str]) -> str:
+    """An animation (GIF/WebP) as it is; else the lighter of SVG and PNG.
+
+    Line plots are smaller and crisper as SVG; image-like figures (a grid of weights) are far
+    smaller as PNG, so the page weight decides.
+    """
+    for file in files:
+        if file.endswith((".gif", ".webp")):
+            return file
+    still = [f for f in files if f.endswith((".svg", ".png"))] or files
+    return min(still, key=lambda f: (folder / f).stat().st_size if (folder / f).exists() else 0)
 
 
 class _NoteResults:
@@ -357,7 +361,7 @@ class _NoteResults:
         if not files:
             raise ReferenceRunError(f"{self.note.path}: results of '{found.name}' have no figure "
                                     f"'{found.item}'; run: digest refs run {found.name}")
-        src = self.link(figure_path(found.name, shown.profile, _figure_file(files)))
+        src = self.link(figure_path(found.name, shown.profile, _figure_file(ref.results_dir(shown.profile), files)))
         return _render_fragment("ref_figure.md.j2", src=src, stem=found.item, ref=ref, results=shown)
 
     def provenance(self) -> str:

@@ -39,7 +39,7 @@ TOY_SCRIPT = textwrap.dedent('''
     out = Path(args.out)
     metrics = {"total": sum(numbers), "count": len(numbers), "seconds": 0.01}
     if mode != "incomplete":
-        (out / "curve.png").write_bytes(b"\\x89PNG fake")
+        (out / "curve.png").write_bytes(b"\\x89PNG fake" * 40)  # heavier than the SVG: the site shows the SVG
         (out / "curve.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     (out / "metrics.json").write_text(json.dumps(metrics))
 ''')
@@ -243,3 +243,15 @@ def test_build_reruns_only_stale_references(project):
     (project / "refs/toy/data/numbers.txt").write_text("2\n")
     refresh_references(project)
     assert json.loads(results.read_text())["metrics"]["total"] == 2.0
+
+
+def test_site_picks_the_lighter_still_image_and_keeps_animations(tmp_path):
+    from digest.site import _figure_file
+
+    (tmp_path / "weights.png").write_bytes(b"x" * 100)
+    (tmp_path / "weights.svg").write_bytes(b"x" * 1000)  # an image-like figure: PNG is lighter
+    (tmp_path / "curve.png").write_bytes(b"x" * 1000)
+    (tmp_path / "curve.svg").write_bytes(b"x" * 100)  # a line plot: SVG is lighter
+    assert _figure_file(tmp_path, ["weights.png", "weights.svg"]) == "weights.png"
+    assert _figure_file(tmp_path, ["curve.png", "curve.svg"]) == "curve.svg"
+    assert _figure_file(tmp_path, ["play.gif"]) == "play.gif"
