@@ -18,6 +18,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from types import UnionType
 from urllib.parse import urlsplit
@@ -313,6 +314,17 @@ class _Reader:
         return in_file[k] if k < len(in_file) else (node.line, node.col)
 
 
+    def literal_position(self, node: Scalar, offset_line: int, offset_col: int) -> tuple[int, int]:
+        """File position inside a literal block scalar (``body: |``); the scalar's start otherwise."""
+        lines = self.text.split("\n")
+        first = node.line  # 0-based index of the first content line (the line after 'body: |')
+        if node.style != "|" or first + offset_line >= len(lines):
+            return node.line, node.col
+        content = [line for line in lines[first:] if line.strip()]
+        indent = len(content[0]) - len(content[0].lstrip(" ")) if content else 0
+        return first + offset_line + 1, indent + offset_col + 1
+
+
 def _position(root: Map, field: str, index: int | None = None) -> tuple[int, int]:
     node = root.entries[field][1]
     if index is not None:
@@ -343,6 +355,62 @@ def _check_ids(values: dict, reader: _Reader, root: Map, field: str, registry: d
             line, col = _position(root, field, i)
             hint = _suggest(ident, registry) or f"add it to content/{field}.yml first"
             reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", f"unknown {what} '{ident}'", hint))
+
+
+# Raw HTML blocks that Markdown keeps open to the end of the note when their end tag is missing.
+BLOCK_TAGS = frozenset("div details section article aside table ul ol dl pre blockquote figure "
+                       "form fieldset nav header footer".split())
+FENCE_RE = re.compile(r"^\s*(```|~~~)")
+CODE_SPAN_RE = re.compile(r"`+[^`]*`+")
+
+
+class _OpenTags(HTMLParser):
+    """Block tags opened and not closed, with their (line, col) in the text fed."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.open: list[tuple[str, tuple[int, int]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in BLOCK_TAGS:
+            self.open.append((tag, self.getpos()))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.open) - 1, -1, -1):
+            if self.open[i][0] == tag:
+                del self.open[i:]
+                return
+
+
+def _unclosed_block_tags(body: str) -> list[tuple[str, int, int]]:
+    """(tag, line, col) of raw HTML block tags never closed, outside code blocks and code spans."""
+    if "<" not in body:
+        return []
+    lines, in_fence = [], False
+    for line in body.split("\n"):
+        if FENCE_RE.match(line):
+            in_fence = not in_fence
+            lines.append("")
+        elif in_fence:
+            lines.append("")
+        else:  # keep columns: blank out code spans instead of removing them
+            lines.append(CODE_SPAN_RE.sub(lambda m: " " * len(m.group()), line))
+    parser = _OpenTags()
+    parser.feed("\n".join(lines))
+    parser.close()
+    return [(tag, line - 1, col) for tag, (line, col) in parser.open]
+
+
+def _check_unclosed_html(reader: _Reader, root: Map) -> None:
+    body = root.entries.get("body", (None, None))[1]
+    if body.__class__ is not Scalar:
+        return
+    for tag, n, col in _unclosed_block_tags(body.value):
+        line, column = reader.literal_position(body, n, col)
+        reader.diagnostics.append(Diagnostic(
+            reader.path, line, column, "warning",
+            f"<{tag}> is never closed: the rest of the note would show as raw HTML",
+            f"add </{tag}> where the block ends, or write it in Markdown"))
 
 
 def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, RefManifest]) -> None:
@@ -434,6 +502,7 @@ def _validate(raw: RawContent, today: dt.date | None,
         _check_ids(values, reader, source.node, "tags", tags, "tag")
         _check_ids(values, reader, source.node, "people", people, "person")
         _check_refs(values, reader, source.node, manifests)
+        _check_unclosed_html(reader, source.node)
         slug = values.get("slug")
         if slug in slugs:
             line, col = _position(source.node, "slug")
