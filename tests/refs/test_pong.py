@@ -241,8 +241,10 @@ def test_kill_and_resume(tmp_path):
               checkpoint_every=1, checkpoint_seconds=1e9, log_seconds=1e9, seed=5)
     code = (f"import sys; from pathlib import Path; sys.path.insert(0, {str(REF_DIR)!r}); import pong; "
             f"pong.train(pong.Args(**{kw!r}), Path({str(state)!r}))")
+    # Its own process group, so the kill takes the workers too, as when a machine dies
+    # (SIGKILL of the main process alone leaves its workers blocked on their pipes).
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REF_DIR, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = state / "checkpoint.npz"
     try:
         deadline = time.time() + 90
@@ -253,9 +255,8 @@ def test_kill_and_resume(tmp_path):
         else:
             pytest.fail("no checkpoint with 2 updates within 90 s")
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not (state / "checkpoint.npz.tmp").exists() or True  # a torn temp file is allowed, never read
     ck = read_checkpoint(ckpt)
     meta = ck["meta"]
     assert meta["updates"] >= 2 and meta["episodes"] >= 20 and not meta["finished"]
