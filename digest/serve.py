@@ -460,6 +460,18 @@ def check_csrf(request, fields) -> None:
         raise refuse(403, "csrf")
 
 
+async def page_form(request):
+    """A form posted from one of the service's own pages: rate-limited, same origin, CSRF token.
+
+    Returns (service, fields)."""
+    service = _service(request)
+    limit_ip(request)
+    fields = await read_form(request)
+    check_origin(request, allow_site=False)
+    check_csrf(request, fields)
+    return service, fields
+
+
 def chosen_topics(service: Service, fields) -> tuple[str, ...]:
     known = {tag_id for tag_id, _ in service.tags}
     topics = fields.get("topic", [])
@@ -529,11 +541,7 @@ async def confirm_page(request):
 
 
 async def confirm(request):
-    service = _service(request)
-    limit_ip(request)
-    fields = await read_form(request)
-    check_origin(request, allow_site=False)
-    check_csrf(request, fields)
+    service, _ = await page_form(request)
     outcome, subscriber = await in_thread(service.store.confirm, _confirm_token(service, request))
     if outcome != "confirmed":
         raise refuse({"used": 409, "expired": 410}.get(outcome, 400), outcome if outcome != "unknown" else "link")
@@ -600,11 +608,7 @@ def _preferences(request, service: Service, subscriber: Subscriber | None, subsc
 
 
 async def preferences(request):
-    service = _service(request)
-    limit_ip(request)
-    fields = await read_form(request)
-    check_origin(request, allow_site=False)
-    check_csrf(request, fields)
+    service, fields = await page_form(request)
     subscriber_id = _subscriber_id(service, request, "preferences")
     topics = chosen_topics(service, fields)
     saved = await in_thread(service.store.set_topics, subscriber_id, topics)
