@@ -14,23 +14,35 @@ PARAGRAPH = ("이 노트는 합성 벤치마크용으로 만든 글입니다. �
              "자신의 말로 정리하고 원문 링크를 답니다. ")
 
 
-def write_content(root: Path, count: int, seed: int = 0, body_paragraphs: int = 8) -> Path:
-    """Write ``count`` valid notes under ``root/content`` and return that folder."""
-    rng = random.Random(seed)
+
+def _empty_content(root: Path, tags: dict[str, tuple[str, str]], people: dict[str, tuple[str, str]]) -> Path:
+    """A fresh root/content with its registries: tag id → (name, description), person id → (ko, en)."""
     content = root / "content"
     if content.exists():
         shutil.rmtree(content)
     (content / "notes").mkdir(parents=True)
     (content / "tags.yml").write_text(
-        "".join(f"{t}:\n  name: 태그 {t}\n  description: 합성 태그\n" for t in TAGS), encoding="utf-8")
+        "".join(f"{t}:\n  name: {name}\n  description: {about}\n" for t, (name, about) in tags.items()),
+        encoding="utf-8")
     (content / "people.yml").write_text(
-        "".join(f"{p}:\n  ko: 사람 {p}\n  en: Person {p}\n" for p in PEOPLE), encoding="utf-8")
-    start = dt.date(2015, 1, 1)
+        "".join(f"{p}:\n  ko: {ko}\n  en: {en}\n" for p, (ko, en) in people.items()), encoding="utf-8")
+    return content
+
+
+def _place(content: Path, rng: random.Random, i: int) -> tuple[dt.date, str, Path]:
+    """A random date in 2015–2024, the note's slug, and its (created) year folder."""
+    date = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(3650))
+    folder = content / "notes" / str(date.year)
+    folder.mkdir(exist_ok=True)
+    return date, f"note-{i:05d}", folder
+
+def write_content(root: Path, count: int, seed: int = 0, body_paragraphs: int = 8) -> Path:
+    """Write ``count`` valid notes under ``root/content`` and return that folder."""
+    rng = random.Random(seed)
+    content = _empty_content(root, {t: (f"태그 {t}", "합성 태그") for t in TAGS},
+                             {p: (f"사람 {p}", f"Person {p}") for p in PEOPLE})
     for i in range(count):
-        date = start + dt.timedelta(days=rng.randrange(3650))
-        slug = f"note-{i:05d}"
-        folder = content / "notes" / str(date.year)
-        folder.mkdir(exist_ok=True)
+        date, slug, folder = _place(content, rng, i)
         body = "\n\n".join(f"  ## 절 {k}\n\n  {PARAGRAPH * 3}" for k in range(body_paragraphs))
         text = (
             f"title: {json.dumps(f'합성 노트 {i}번: 강화학습과 생성 모델', ensure_ascii=False)}\n"
@@ -90,25 +102,13 @@ def write_site_content(root: Path, count: int, seed: int = 0, tags: int = 50, pe
                        words_per_note: int = 580) -> Path:
     """``count`` notes like real ones: ~580 Korean words each, code and math, 50 tags, 10 people."""
     rng = random.Random(seed)
-    content = root / "content"
-    if content.exists():
-        shutil.rmtree(content)
-    (content / "notes").mkdir(parents=True)
     tag_ids = [f"tag-{i:02d}" for i in range(tags)]
     person_ids = [f"person-{i:02d}" for i in range(people)]
-    (content / "tags.yml").write_text(
-        "".join(f"{t}:\n  name: 주제 {i}\n  description: 합성 태그 {i}번의 노트\n" for i, t in enumerate(tag_ids)),
-        encoding="utf-8")
-    (content / "people.yml").write_text(
-        "".join(f"{p}:\n  ko: 연구자 {i}\n  en: Researcher {i}\n" for i, p in enumerate(person_ids)),
-        encoding="utf-8")
+    content = _empty_content(root, {t: (f"주제 {i}", f"합성 태그 {i}번의 노트") for i, t in enumerate(tag_ids)},
+                             {p: (f"연구자 {i}", f"Researcher {i}") for i, p in enumerate(person_ids)})
     vocabulary = NOUNS + _names(rng, max(200, count * 2))
-    start = dt.date(2015, 1, 1)
     for i in range(count):
-        date = start + dt.timedelta(days=rng.randrange(3650))
-        slug = f"note-{i:05d}"
-        folder = content / "notes" / str(date.year)
-        folder.mkdir(exist_ok=True)
+        date, slug, folder = _place(content, rng, i)
         words = NOUNS + rng.sample(vocabulary, 40)  # each note has its own few proper nouns
         paragraphs, total = [], 0
         while total < words_per_note:
