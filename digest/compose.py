@@ -152,13 +152,17 @@ def _issue_note(note: Note, content: Content, site_url: str) -> IssueNote:
 
 def compose(content: Content, week: IsoWeek, site_url: str, allow_empty: bool = False) -> Issue:
     """The issue of ``week``: its published notes, oldest first, and the editor's intro if any."""
-    notes = sorted((n for n in content.published if IsoWeek.of(n.date) == week), key=lambda n: (n.date, n.slug))
+    notes = [n for n in content.published if IsoWeek.of(n.date) == week]
     if not notes and not allow_empty:
         weeks = weeks_with_notes(content)
         shown = ", ".join(w.name for w in weeks[:8]) + (" ..." if len(weeks) > 8 else "")
         raise UsageError(f"no notes are dated in {week.name} ({week.label}); weeks with notes: {shown or 'none'}; "
                          "pass --allow-empty to compose an issue anyway")
-    items = tuple(_issue_note(n, content, site_url) for n in notes)
+    return _issue(content, week, notes, site_url)
+
+
+def _issue(content: Content, week: IsoWeek, notes: list[Note], site_url: str) -> Issue:
+    items = tuple(_issue_note(n, content, site_url) for n in sorted(notes, key=lambda n: (n.date, n.slug)))
     intro = content.intros.get(week.name)
     headline = header_text(intro.title) if intro and intro.title else None
     paragraphs = _paragraphs(intro.intro) if intro else ()
@@ -280,8 +284,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # --- the site's pages and feed ---------------------------------------------------------------
 
 def all_issues(content: Content, site_url: str) -> list[Issue]:
-    """Every week with notes, newest first."""
-    return [compose(content, week, site_url) for week in weeks_with_notes(content)]
+    """Every week with notes, newest first (one pass over the notes: a site has a thousand weeks)."""
+    by_week: dict[IsoWeek, list[Note]] = {}
+    for note in content.published:
+        by_week.setdefault(IsoWeek.of(note.date), []).append(note)
+    return [_issue(content, week, by_week[week], site_url) for week in sorted(by_week, reverse=True)]
 
 
 def web_page(issue: Issue) -> str:
@@ -308,9 +315,8 @@ def issues_feed(issues: list[Issue], site_url: str, updated: dt.datetime | None 
         updated=updated.isoformat() if updated else stamp(newest), stamp=stamp, content_html=content_html)
 
 
-def web_pages(content: Content, site_url: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(pages, files) for the site: digest/index.md, digest/<week>.md, and digest/feed.xml."""
-    issues = all_issues(content, site_url)
+def web_pages(issues: list[Issue], site_url: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(pages, files) for the site from ``all_issues``: digest/index.md, digest/<week>.md, and digest/feed.xml."""
     pages = [("digest/index.md", web_index(issues))] + [(issue_page(i.week), web_page(i)) for i in issues]
     return pages, [("digest/feed.xml", issues_feed(issues, site_url))]
 
@@ -320,7 +326,7 @@ def site_extras(content: Content, site_url: str):
     from .site import Extras, Link, Page, TextFile
 
     issues = all_issues(content, site_url)
-    pages, files = web_pages(content, site_url)
+    pages, files = web_pages(issues, site_url)
     latest = issues[0] if issues else None
     link = Link(latest.title, issue_page(latest.week), latest.week.sunday, latest.preheader) if latest else None
     return Extras(pages=[Page(p, t) for p, t in pages], files=[TextFile(p, t) for p, t in files],

@@ -49,14 +49,9 @@ class Malformed:
 
 def scan(body: str) -> Iterator[Directive | Malformed]:
     """Every directive in ``body``, and every opening that does not parse as one."""
-    line_starts = [0] + [i + 1 for i, ch in enumerate(body) if ch == "\n"]
-
-    def where(offset: int) -> tuple[int, int]:
-        lo, hi = 0, len(line_starts) - 1
-        while lo < hi:  # last line start <= offset
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if line_starts[mid] <= offset else (lo, mid - 1)
-        return lo, offset - line_starts[lo]
+    def where(offset: int) -> tuple[int, int]:  # only for bodies with directives: most have none
+        line_start = body.rfind("\n", 0, offset) + 1
+        return body.count("\n", 0, offset), offset - line_start
 
     for opening in OPENING_RE.finditer(body):
         line, col = where(opening.start())

@@ -7,15 +7,32 @@
 MkDocs runs this file anew for every build, so per-build state lives in module
 globals here, and what should outlive a rebuild under ``mkdocs serve`` (Kiwi,
 its memo) lives in ``digest.search``.
+
+MkDocs renders pages one by one in one process. A `mkdocs build` of many notes
+hands the generated pages outside the navigation to forked workers instead (one
+per core, ``DIGEST_BUILD_WORKERS`` to choose): each worker reads, renders and
+writes its share with MkDocs's own page functions, then reports its log records,
+which the parent logs again, so `--strict` counts them. The parent writes the
+sitemap once every worker is done, so it lists every page.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
+import logging
 import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
+from mkdocs.commands import build as mkdocs_build_module
 from mkdocs.exceptions import Abort, PluginError
-from mkdocs.structure.files import File
+from mkdocs.structure.files import File, Files
 
 from digest import compose, sanitize, search
 from digest.check import load_content
@@ -26,7 +43,14 @@ CONTENT_DIR = "content"
 CONTENT_ENV = "DIGEST_CONTENT"  # another content folder (benchmarks, tests): same site, other notes
 CACHE_DIR = ".cache/search"  # beside the content folder, gitignored
 
+log = logging.getLogger("mkdocs.plugins.digest")
+WORKERS_ENV = "DIGEST_BUILD_WORKERS"  # processes that render pages; 1 = all in MkDocs's own loop
+MIN_SHARE = 200  # pages below which a worker costs more (fork, env) than it saves
+
 _generated_pages: dict = {}  # docs path → digest.site.Page, for the pages made from content/ in this build
+_workers: list = []  # the forked workers of this build: (pid, report path)
+_elsewhere: list = []  # generated files MkDocs's loop does not see: a worker's, or unchanged under serve
+_build_state: dict = {}  # every page, nav, theme env: for the sitemap written at the end
 
 
 def on_startup(command, dirty):
@@ -50,6 +74,7 @@ def _content_root(config) -> Path:
 
 def on_files(files, config):
     """Add every generated page, asset and file as a virtual file; content errors stop the build."""
+    started = time.perf_counter()
     try:
         content, refs = load_content(_content_root(config))
         site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""))
@@ -60,6 +85,8 @@ def on_files(files, config):
         raise PluginError(f"content has errors:\n{lines}") from None
     except DigestError as exc:
         raise PluginError(str(exc)) from None
+    log.info(f"digest: {len(content.published)} notes → {len(site.pages)} pages and {len(site.files)} files "
+             f"in {time.perf_counter() - started:.1f} s")
     _generated_pages.clear()
     for page in site.pages:
         _refuse_existing(files, page.path)
@@ -72,6 +99,225 @@ def on_files(files, config):
         _refuse_existing(files, file.path)
         files.append(File.generated(config, file.path, content=file.text))
     return files
+
+
+def on_pre_build(config):
+    _workers.clear()
+    _elsewhere.clear()
+    _build_state.clear()
+    if search.keep_analyzer:
+        _served.stash(config.site_dir)
+
+
+def on_nav(nav, config, files):
+    """Take the generated pages outside the navigation out of MkDocs's own loop where that saves time:
+    under `mkdocs serve`, those unchanged since the last rebuild (written again from memory); in a
+    build, shares of them, each rendered by a forked worker."""
+    in_nav = {page.file.src_uri for page in nav.pages}
+    outside = [f for f in files.documentation_pages() if f.src_uri in _generated_pages and f.src_uri not in in_nav]
+    _build_state.update(pages=files.documentation_pages(), nav=nav)  # all of them, in order, for the sitemap
+    if search.keep_analyzer:
+        _build_state["setting"] = _setting_fingerprint(config)
+        _elsewhere.extend(_served.unchanged(outside, _generated_pages, _build_state["setting"]))
+    else:
+        workers = _worker_count()
+        if workers > 1 and len(outside) >= 2 * MIN_SHARE:
+            shares = [outside[i::workers] for i in range(min(workers, len(outside) // MIN_SHARE))]
+            for share in shares[1:]:
+                _workers.append(_fork_worker(share, nav, config, files))
+                _elsewhere.extend(share)
+    for file in _elsewhere:
+        files.remove(file)
+    if _workers:
+        log.info(f"digest: {len(_elsewhere)} of {len(outside)} note and archive pages go to {len(_workers)} "
+                 f"more process(es) ({WORKERS_ENV}=1 for one)")
+    elif _elsewhere:
+        log.info(f"digest: {len(_elsewhere)} of {len(outside)} note and archive pages unchanged since the last rebuild")
+    return nav
+
+
+def on_env(env, config, files):
+    _build_state["env"] = env
+    return env
+
+
+def on_post_page(output, page, config):
+    if search.keep_analyzer and page.file.src_uri in _generated_pages:
+        _served.keep(page.file, _generated_pages[page.file.src_uri], _build_state["setting"], output)
+    return output
+
+
+def on_post_build(config):
+    """Wait for the workers, log what they logged, fail if one failed; write the unchanged pages
+    under `mkdocs serve`; then the sitemap, of every page."""
+    failures = [message for message in (_join_worker(pid, report) for pid, report in _workers) if message]
+    _workers.clear()
+    if failures:
+        raise PluginError("\n".join(failures))
+    if search.keep_analyzer:
+        _served.write(_elsewhere, config.site_dir)
+    if _elsewhere and "sitemap.xml" in config.theme.static_templates:
+        mkdocs_build_module._build_theme_template("sitemap.xml", _build_state["env"], Files(_build_state["pages"]),
+                                                  config, _build_state["nav"])
+
+
+def on_build_error(error):
+    """Stop the workers of a build that failed here."""
+    for pid, _report in _workers:
+        _stop_worker(pid)
+    _workers.clear()
+
+
+class _ServedPages:
+    """Under `mkdocs serve`: each generated page's HTML from the last rebuild, by a hash of all it is
+    made of, so a one-note edit renders only the pages that changed. This object lives in the imported
+    ``digest.mkdocs_adapter``, which outlives rebuilds; MkDocs re-runs its own copy of this file each time.
+    """
+
+    def __init__(self):
+        self.html: dict[str, tuple[str, str, bytes]] = {}  # docs path → (hash, output path, HTML)
+        self.stashed: str | None = None  # the last rebuild's output, moved aside (see stash)
+
+    def unchanged(self, files: list, pages: dict, setting: str) -> list:
+        return [f for f in files if (kept := self.html.get(f.src_uri)) and kept[0] == _page_key(pages[f.src_uri],
+                                                                                                   setting)]
+
+    def keep(self, file, page, setting: str, output: str) -> None:
+        self.html[file.src_uri] = (_page_key(page, setting), file.abs_dest_path,
+                                   output.encode("utf-8", errors="xmlcharrefreplace"))
+
+    def stash(self, site_dir: str) -> None:
+        """Before MkDocs empties the site folder: move the last rebuild's output aside (MkDocs leaves
+        hidden entries alone), so unchanged pages come back by renaming, not writing: cheaper on disks
+        where writing thousands of files takes seconds."""
+        self.stashed = None
+        if os.path.isdir(site_dir):
+            self.stashed = tempfile.mkdtemp(prefix=".digest-previous-", dir=site_dir)
+            for entry in os.listdir(site_dir):
+                if not entry.startswith("."):
+                    os.rename(os.path.join(site_dir, entry), os.path.join(self.stashed, entry))
+
+    def write(self, files: list, site_dir: str) -> None:
+        """Put the unchanged pages back (from the stash, else from memory); drop the rest of the stash."""
+        made = set()
+        for file in files:
+            _, path, html = self.html[file.src_uri]
+            folder = os.path.dirname(path)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            old = os.path.join(self.stashed, os.path.relpath(path, site_dir)) if self.stashed else None
+            try:
+                os.rename(old, path)
+            except (OSError, TypeError):
+                with open(path, "wb") as out:
+                    out.write(html)
+        if self.stashed:
+            threading.Thread(target=shutil.rmtree, args=(self.stashed, True), daemon=True).start()
+            self.stashed = None
+
+
+SERVED = _ServedPages()
+# The hook copy of this file uses the imported copy's, which outlives rebuilds.
+_served = SERVED if __name__ == "digest.mkdocs_adapter" else importlib.import_module("digest.mkdocs_adapter").SERVED
+
+
+def _page_key(page, setting: str) -> str:
+    parts = (page.path, page.text, page.before, page.after, page.trusted_after, setting)
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+
+
+def _setting_fingerprint(config) -> str:
+    """What every page's HTML depends on besides its own text: the config file, the theme's version,
+    and the files of the theme overrides and of docs/ (names, sizes, times)."""
+    import material
+
+    parts = [Path(config.config_file_path).read_text(encoding="utf-8"), getattr(material, "__version__", "")]
+    for folder in [config.docs_dir, *(d for d in config.theme.dirs if not d.startswith(sys.prefix))]:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def _worker_count() -> int:
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if not text:
+        return min(8, len(os.sched_getaffinity(0)))
+    if not text.isdigit() or int(text) < 1:
+        raise PluginError(f"{WORKERS_ENV}={text!r} is not a number of processes; write e.g. 2, or 1 for one process")
+    return int(text)
+
+
+def _fork_worker(share: list, nav, config, files) -> tuple[int, str]:
+    """Start a process that builds ``share``; it never returns into MkDocs (``os._exit``)."""
+    handle, report = tempfile.mkstemp(prefix="digest-build-", suffix=".json")
+    os.close(handle)
+    pid = os.fork()
+    if pid:
+        return pid, report
+    status = 1
+    try:
+        status = _build_share(share, nav, config, files, Path(report))
+    finally:
+        os._exit(status)
+
+
+def _build_share(share: list, nav, config, files, report: Path) -> int:
+    """In a worker: MkDocs's own read-render-write of each page of ``share``, its records kept for the parent."""
+    records: list[dict] = []
+    failure = ""
+    keeper = _RecordKeeper(records)
+    logger = logging.getLogger("mkdocs")
+    logger.handlers, logger.propagate = [keeper], False  # the parent prints them, once
+    try:
+        for file in share:
+            mkdocs_build_module._populate_page(file.page, config, files)
+        env = config.plugins.on_env(config.theme.get_env(), config=config, files=files)
+        everything = files.documentation_pages()
+        for file in share:
+            mkdocs_build_module._build_page(file.page, config, everything, nav, env)
+        for file in share:  # links into another worker's pages are not checked (MkDocs skips unrendered pages)
+            file.page.validate_anchor_links(files=files, log_level=config.validation.links.anchors)
+    except Exception as exc:  # reported to the parent, which fails the build with it (MkDocs logged the page)
+        failure = str(exc) if isinstance(exc, (PluginError, Abort)) else f"{type(exc).__name__}: {exc}"
+    report.write_text(json.dumps({"records": records, "failure": failure}), encoding="utf-8")
+    return 1 if failure else 0
+
+
+class _RecordKeeper(logging.Handler):
+    def __init__(self, records: list[dict]):
+        super().__init__(logging.INFO)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append({"name": record.name, "level": record.levelno, "message": record.getMessage()})
+
+
+def _join_worker(pid: int, report: str) -> str:
+    """Wait for a worker, log its records here, and return its failure ('' when it succeeded)."""
+    _, status = os.waitpid(pid, 0)
+    path = Path(report)
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size else None
+    except FileNotFoundError:
+        found = None
+    finally:
+        path.unlink(missing_ok=True)
+    if found is None:
+        return f"a page worker (pid {pid}) died without a report (status {status}); run again with {WORKERS_ENV}=1"
+    for record in found["records"]:
+        logging.getLogger(record["name"]).log(record["level"], record["message"])
+    return found["failure"]
+
+
+def _stop_worker(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def on_page_content(html, page, config, files):
@@ -105,8 +351,9 @@ def _site_config(config) -> SiteConfig:
 
 
 def on_serve(server, config, builder):
-    """Rebuild when a note, registry or reference result changes."""
+    """Rebuild when a note, registry or reference result changes; have Kiwi ready for the first edit."""
     server.watch(str(_content_root(config)))
+    threading.Thread(target=search.warm_analyzer, name="digest-kiwi", daemon=True).start()
     return server
 
 

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -98,8 +99,13 @@ class Analyzer:
     def __init__(self):
         self._kiwi = None
         self._memo: dict[str, tuple[str, ...]] = {}
+        self._loading = threading.Lock()  # `mkdocs serve` loads it in the background (warm_analyzer)
 
     def kiwi(self):
+        with self._loading:
+            return self._load()
+
+    def _load(self):
         if self._kiwi is None:
             from kiwipiepy import Kiwi  # ~2 s to load its model: only when a note is not cached
 
@@ -229,6 +235,11 @@ class TermCache:
 
 _ANALYZER = Analyzer()  # one per process: `mkdocs serve` rebuilds reuse its Kiwi and memo
 keep_analyzer = False  # set by the MkDocs adapter under `mkdocs serve`
+
+
+def warm_analyzer() -> None:
+    """Load Kiwi now (in a thread, under `mkdocs serve`): the first edited note is analysed without the wait."""
+    _ANALYZER.kiwi()
 
 
 def release_analyzer() -> None:

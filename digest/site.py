@@ -242,6 +242,33 @@ def environment() -> jinja2.Environment:
     return env
 
 
+@cache
+def _template(name: str) -> jinja2.Template:
+    """Loaded once: Jinja would check the file's time at each of the thousands of renders."""
+    return environment().get_template(name)
+
+
+ROOT_MARK = "\x01"  # where a card's links start from the site's root; never in valid content
+
+
+class _Cards:
+    """Each note's card, rendered once per build though it appears on about seven pages (home, tags,
+    people, kind, month): its links are written from the site's root, and each page puts its own
+    way up in front (``relative_url`` builds every link that way)."""
+
+    def __init__(self, content: Content):
+        self.content = content
+        self.html: dict[str, str] = {}
+
+    def __call__(self, note: Note, here: str) -> Markup:
+        html = self.html.get(note.path)
+        if html is None:
+            html = self.html[note.path] = _template("_card.md.j2").render(
+                note=note, content=self.content, note_page=note_page, kind_page=kind_page, tag_page=tag_page,
+                href=lambda target: ROOT_MARK + url_of(target))
+        return Markup(html.replace(ROOT_MARK, "../" * url_of(here).count("/")))
+
+
 def _render(template: str, here: str, **context) -> Page:
     """Render a page template; ``href(target)`` links to another page relative to ``here``."""
 
@@ -261,7 +288,7 @@ def _render(template: str, here: str, **context) -> Page:
         body = directives.expand(note.body, results.render)
         return Markup(body + ("\n\n" + results.provenance() if results.cited else ""))
 
-    rendered = environment().get_template(template).render(
+    rendered = _template(template).render(
         link=link, href=href, here=here, note_page=note_page, tag_page=tag_page, person_page=person_page,
         kind_page=kind_page, url_of=url_of, body_of=body_of, part=_part_marker, **context
     )
@@ -380,6 +407,7 @@ class _Pages:
     def __init__(self, content: Content, config: SiteConfig):
         self.content, self.config = content, config
         self.pages: dict[str, Page] = {}
+        self.cards = _Cards(content)
 
     def put(self, page: Page) -> None:
         if page.path in self.pages:
@@ -387,7 +415,8 @@ class _Pages:
         self.pages[page.path] = page
 
     def add(self, path: str, template: str, **context) -> None:
-        self.put(_render(template, path, content=self.content, config=self.config, **context))
+        card = lambda note: self.cards(note, path)  # noqa: E731
+        self.put(_render(template, path, content=self.content, config=self.config, card=card, **context))
 
     def listing(self, base: str, notes: Sequence[Note], template: str, **context) -> None:
         for listing in paginate(base, notes, self.config.page_size):

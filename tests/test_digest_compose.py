@@ -24,6 +24,7 @@ from digest.compose import (
     PREVIEW,
     SEOUL,
     IsoWeek,
+    all_issues,
     compose,
     current_week,
     default_week,
@@ -318,7 +319,7 @@ def test_golden_web_page_and_feed(content, settings):
 # --- the site's page and feed ---
 
 def test_web_pages_and_atom_feed_of_issues(content, settings):
-    pages, files = web_pages(content, settings.site_url)
+    pages, files = web_pages(all_issues(content, settings.site_url), settings.site_url)
     assert [p for p, _ in pages] == ["digest/index.md", "digest/2016-W28.md", "digest/2016-W26.md"]
     page = dict(pages)["digest/2016-W28.md"]
     assert page.startswith("---\ntitle: \"이번 주는 강화학습과 역전파\"\n")

@@ -1,0 +1,126 @@
+"""The two ways the adapter avoids MkDocs's one-page-at-a-time loop give the site a clean build gives.
+
+- A build of many notes hands shares of the pages to forked workers (DIGEST_BUILD_WORKERS).
+- Under `mkdocs serve`, a rebuild renders only the pages whose text changed and puts the others back.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sitekit import ROOT, mkdocs_build
+
+sys.path.insert(0, str(ROOT))
+from bench.synthetic import write_site_content  # noqa: E402
+
+NOTES = 260  # enough pages outside the navigation for two workers (the adapter's MIN_SHARE each)
+
+
+@pytest.fixture(scope="module")
+def many_notes(tmp_path_factory) -> Path:
+    return write_site_content(tmp_path_factory.mktemp("many"), NOTES)
+
+
+def differences(left: Path, right: Path, ignore=("sitemap.xml.gz",)) -> list[str]:
+    """Files that differ or exist on one side only, as paths relative to the two folders."""
+    found = []
+
+    def walk(compare: filecmp.dircmp, prefix: str) -> None:
+        found.extend(prefix + name for name in compare.left_only + compare.right_only + compare.diff_files
+                     if name not in ignore and not name.startswith(".digest-previous-"))  # serve's stash
+        for name, sub in compare.subdirs.items():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(filecmp.dircmp(left, right, ignore=[]), "")
+    return found
+
+
+def test_a_build_shared_among_workers_writes_the_same_site_as_one_process(many_notes, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = os.environ.copy()
+    try:
+        os.environ["DIGEST_BUILD_WORKERS"] = "1"
+        single = mkdocs_build(one, content=many_notes)
+        os.environ["DIGEST_BUILD_WORKERS"] = "2"
+        shared = mkdocs_build(two, content=many_notes)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    assert "more process(es)" not in single.stderr
+    assert "go to 1 more process(es)" in shared.stderr
+    pages = list(two.rglob("index.html"))
+    assert len(pages) > 2 * NOTES * 0.9
+    assert differences(one, two) == []
+    assert (two / "sitemap.xml").read_text(encoding="utf-8").count("<loc>") == len(pages)
+
+
+def test_a_worker_that_dies_fails_the_build_with_a_clear_message(many_notes, tmp_path):
+    """A worker killed mid-build (out of memory, a dying machine) stops the build; nothing claims success."""
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DIGEST_CONTENT=str(many_notes), DIGEST_BUILD_WORKERS="2")
+    build = subprocess.Popen([sys.executable, "-m", "mkdocs", "build", "-d", str(tmp_path / "site")], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{build.pid}/task/{build.pid}/children")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and build.poll() is None and not children.read_text().split():
+        time.sleep(0.02)
+    worker = int(children.read_text().split()[0])
+    os.kill(worker, signal.SIGKILL)
+    out, err = build.communicate(timeout=600)
+    assert build.returncode != 0
+    assert f"a page worker (pid {worker}) died without a report" in err
+    assert "DIGEST_BUILD_WORKERS=1" in err
+    assert "Traceback" not in err
+
+
+SERVE_REBUILDS = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from pathlib import Path
+from mkdocs.commands.build import build
+from mkdocs.config import load_config
+
+site, note, command = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+
+def one_build():
+    config = load_config("mkdocs.yml", site_dir=site)
+    config.plugins.on_startup(command=command, dirty=False)
+    build(config, serve_url="http://127.0.0.1:8000/ml-notes/")
+
+one_build()
+if command == "serve":  # what `mkdocs serve` does when a note is saved: rebuild with the same process
+    text = note.read_text(encoding="utf-8")
+    note.write_text(text.replace("body: |\\n", "body: |\\n  고친 문장이 여기 있습니다.\\n\\n", 1), encoding="utf-8")
+    one_build()
+"""
+
+
+def test_a_serve_rebuild_renders_only_the_edited_pages_and_matches_a_clean_build(many_notes, tmp_path):
+    content = tmp_path / "content"
+    shutil.copytree(many_notes, content)
+    if (many_notes.parent / ".cache").is_dir():  # Kiwi's analysis of these notes, from the tests above
+        shutil.copytree(many_notes.parent / ".cache", tmp_path / ".cache")
+    note = sorted((content / "notes").rglob("*.yml"))[0]
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DIGEST_CONTENT=str(content))
+
+    def run(site: Path, command: str) -> str:
+        result = subprocess.run([sys.executable, "-c", SERVE_REBUILDS, str(site), str(note), command], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    log = run(tmp_path / "served", "serve")
+    reused = [line for line in log.splitlines() if "unchanged since the last rebuild" in line]
+    assert len(reused) == 1
+    unchanged, outside = (int(n) for n in reused[0].split("digest: ")[1].split(" note")[0].split(" of "))
+    assert outside - 3 <= unchanged < outside  # the note, and the neighbours or archives that show its text
+    run(tmp_path / "clean", "build")  # the edited content, built from nothing
+    assert "고친 문장이" in (tmp_path / "served" / "notes" / note.parent.name / note.stem / "index.html").read_text()
+    assert differences(tmp_path / "clean", tmp_path / "served") == []
