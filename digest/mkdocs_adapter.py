@@ -78,8 +78,6 @@ def on_files(files, config):
     try:
         content, refs = load_content(_content_root(config))
         site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""))
-        if not search.keep_analyzer:
-            search.release_analyzer()  # the peak memory of a 10,000-note build: Kiwi or pages, not both
     except ContentInvalid as exc:
         lines = "\n".join(d.format() for d in exc.diagnostics if d.severity == "error")
         raise PluginError(f"content has errors:\n{lines}") from None

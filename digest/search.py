@@ -36,6 +36,7 @@ from pathlib import Path
 from .model import Content, Note
 
 ANALYZER_VERSION = "2"
+PREPARE_BATCH = 4096  # words per Kiwi call
 DOCS_PER_CHUNK = 200
 SHARD_TARGET_BYTES = 48_000  # aim for shards of this size (before gzip)
 MAX_SHARDS = 2048
@@ -118,10 +119,10 @@ class Analyzer:
     def prepare(self, texts: Iterable[str]) -> None:
         """Analyse every new Hangul word of ``texts`` in one batch (Kiwi's threads run it in parallel)."""
         new = sorted({w for text in texts for w in HANGUL_RE.findall(text)} - self._memo.keys())
-        if not new:
-            return
-        for word, tokens in zip(new, self.kiwi().tokenize(new), strict=True):
-            self._memo[word] = tuple(noun_terms(word, tokens))
+        for start in range(0, len(new), PREPARE_BATCH):  # batches: Kiwi's results for all words at once weigh GBs
+            batch = new[start:start + PREPARE_BATCH]
+            for word, tokens in zip(batch, self.kiwi().tokenize(batch), strict=True):
+                self._memo[word] = tuple(noun_terms(word, tokens))
 
     def hangul_terms(self, word: str) -> tuple[str, ...]:
         found = self._memo.get(word)
@@ -242,12 +243,6 @@ def warm_analyzer() -> None:
     _ANALYZER.kiwi()
 
 
-def release_analyzer() -> None:
-    """Free Kiwi (~330 MB) and the word memo once a one-off build has its index: pages come next."""
-    global _ANALYZER
-    _ANALYZER = Analyzer()
-
-
 def shard_of(term: str, shards: int) -> int:
     return ord(term[0]) % shards
 
@@ -259,12 +254,15 @@ def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[No
     notes = content.published
     cache = TermCache(cache_dir)
     fields = [note_fields(note, content) for note in notes]
+    if not keep_analyzer and cache.file and any(True for _ in cache.missing(fields)):
+        cache = _analyse_in_child(fields, cache)
     _ANALYZER.prepare(cache.missing(fields))
-    postings: dict[str, list[int]] = {}
-    for doc, note_text in enumerate(fields):
-        for term, weight in cache.terms(note_text, _ANALYZER).items():
-            postings.setdefault(term, []).extend((doc, weight))
+    terms = [cache.terms(note_text, _ANALYZER) for note_text in fields]
     cache.save()
+    postings: dict[str, list[int]] = {}
+    for doc, weights in enumerate(terms):
+        for term, weight in weights.items():
+            postings.setdefault(term, []).extend((doc, weight))
 
     encoded = {term: _delta(values) for term, values in postings.items()}
     size = sum(len(t) * 3 + 8 + 5 * len(v) for t, v in encoded.items())
@@ -283,6 +281,25 @@ def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[No
     }
     files.append(TextFile("search/manifest.json", _json(manifest)))
     return files
+
+
+def _analyse_in_child(fields: list[dict[str, str]], cache: TermCache) -> TermCache:
+    """Analyse the uncached notes in a forked process that fills the cache file and exits: Kiwi and its
+    memo of every word (~450 MB at 10,000 notes) go back to the system with it, instead of staying in
+    this process's heap under the pages that come next. Under `mkdocs serve` Kiwi stays (keep_analyzer)."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            _ANALYZER.prepare(cache.missing(fields))
+            for note_text in fields:
+                cache.terms(note_text, _ANALYZER)
+            cache.save()
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    return TermCache(cache.file.parent) if status == 0 else cache  # if not, here, where an error shows itself
 
 
 def _delta(values: list[int]) -> list[int]:

@@ -440,6 +440,8 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
     extras = extras or Extras()
     pages = _Pages(content, config)
     published = content.published
+    # First: Kiwi, which analyses uncached notes, is freed before the pages take its place in memory.
+    search_files = search.index_files(content, config.cache_dir, note_url=lambda n: url_of(note_page(n)))
 
     pages.add("index.md", "home.md.j2", notes=published[:config.home_size], latest_issue=extras.latest_issue,
               total=len(published))
@@ -479,9 +481,7 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
     for page in extras.pages:
         pages.put(page)
 
-    files = feed_files(content, config, by_tag)
-    files += search.index_files(content, config.cache_dir, note_url=lambda n: url_of(note_page(n)))
-    files += list(extras.files)
+    files = feed_files(content, config, by_tag) + search_files + list(extras.files)
     _refuse_duplicates(files)
     return Site(list(pages.pages.values()), reference_assets(refs), files)
 
