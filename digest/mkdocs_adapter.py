@@ -37,7 +37,7 @@ from mkdocs.structure.files import File, Files
 from digest import compose, sanitize, search
 from digest.check import load_content
 from digest.errors import ContentInvalid, DigestError
-from digest.site import SiteConfig, render_site
+from digest.site import PageMemo, SiteConfig, render_site
 
 CONTENT_DIR = "content"
 CONTENT_ENV = "DIGEST_CONTENT"  # another content folder (benchmarks, tests): same site, other notes
@@ -77,7 +77,8 @@ def on_files(files, config):
     started = time.perf_counter()
     try:
         content, refs = load_content(_content_root(config))
-        site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""))
+        site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""),
+                           memo=_served.memo if search.keep_analyzer else None)
     except ContentInvalid as exc:
         lines = "\n".join(d.format() for d in exc.diagnostics if d.severity == "error")
         raise PluginError(f"content has errors:\n{lines}") from None
@@ -175,6 +176,7 @@ class _ServedPages:
     def __init__(self):
         self.html: dict[str, tuple[str, str, bytes]] = {}  # docs path → (hash, output path, HTML)
         self.stashed: str | None = None  # the last rebuild's output, moved aside (see stash)
+        self.memo = PageMemo()  # the Markdown of note and archive pages, for render_site
 
     def unchanged(self, files: list, pages: dict, setting: str) -> list:
         return [f for f in files if (kept := self.html.get(f.src_uri)) and kept[0] == _page_key(pages[f.src_uri],
@@ -196,23 +198,41 @@ class _ServedPages:
                     os.rename(os.path.join(site_dir, entry), os.path.join(self.stashed, entry))
 
     def write(self, files: list, site_dir: str) -> None:
-        """Put the unchanged pages back (from the stash, else from memory); drop the rest of the stash."""
-        made = set()
-        for file in files:
-            _, path, html = self.html[file.src_uri]
-            folder = os.path.dirname(path)
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            old = os.path.join(self.stashed, os.path.relpath(path, site_dir)) if self.stashed else None
-            try:
-                os.rename(old, path)
-            except (OSError, TypeError):
-                with open(path, "wb") as out:
-                    out.write(html)
+        """Put the unchanged pages back: whole folders renamed from the stash where nothing else is in
+        them, else page by page, else written from memory. The rest of the stash (old versions of
+        changed pages, deleted pages, files MkDocs wrote again) is removed in the background."""
+        keep = {os.path.relpath(self.html[f.src_uri][1], site_dir) for f in files}
         if self.stashed:
+            self._merge(self._kept_folders(keep), keep, ".", site_dir)
             threading.Thread(target=shutil.rmtree, args=(self.stashed, True), daemon=True).start()
             self.stashed = None
+        for file in files:
+            _, path, html = self.html[file.src_uri]
+            if not os.path.exists(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as out:
+                    out.write(html)
+
+    def _kept_folders(self, keep: set[str]) -> dict[str, bool | None]:
+        """Each stashed folder: True if all it holds is kept, None if some, False if nothing."""
+        kept: dict[str, bool | None] = {}
+        for folder, dirs, names in os.walk(self.stashed, topdown=False):
+            here = os.path.relpath(folder, self.stashed)
+            marks = [os.path.normpath(os.path.join(here, n)) in keep for n in names]
+            marks += [kept[os.path.normpath(os.path.join(here, d))] for d in dirs]
+            kept[here] = True if all(m is True for m in marks) else False if not any(marks) else None
+        return kept
+
+    def _merge(self, kept: dict, keep: set[str], here: str, site_dir: str) -> None:
+        for name in os.listdir(os.path.join(self.stashed, here)):
+            rel = os.path.normpath(os.path.join(here, name))
+            old, new = os.path.join(self.stashed, rel), os.path.join(site_dir, rel)
+            whole = kept.get(rel) if os.path.isdir(old) else rel in keep
+            if whole is True and not os.path.exists(new):
+                os.rename(old, new)
+            elif whole is not False and os.path.isdir(old):
+                os.makedirs(new, exist_ok=True)
+                self._merge(kept, keep, rel, site_dir)
 
 
 SERVED = _ServedPages()

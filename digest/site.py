@@ -401,13 +401,65 @@ def _render_fragment(template: str, **context) -> str:
 
 # --- the site ---------------------------------------------------------------------------------
 
+class PageMemo:
+    """Pages rendered by the last ``render_site`` call that kept them, by everything they are made of.
+
+    Under `mkdocs serve` a one-note edit changes a few pages; the others come from here instead of
+    Jinja. Only note and archive pages are kept: their templates read nothing but their own context
+    and the tag and person registries (part of the key). A note that cites reference results is
+    rendered every time (its key would have to hold the results).
+    """
+
+    def __init__(self):
+        self.pages: dict[tuple, Page] = {}
+        self.next: dict[tuple, Page] = {}
+
+    def get(self, key: tuple) -> Page | None:
+        page = self.pages.get(key)
+        if page is not None:
+            self.next[key] = page
+        return page
+
+    def put(self, key: tuple, page: Page) -> None:
+        self.next[key] = page
+
+    def turn(self) -> None:
+        """End of a render: keep what this one used or made, and forget the rest."""
+        self.pages, self.next = self.next, {}
+
+
+def _frozen(value):
+    """A hashable stand-in for a template context value (records are frozen dataclasses already)."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, Listing):
+        return (value.path, tuple(value.notes), value.number, value.count, value.pages, value.total)
+    return value
+
+
 class _Pages:
     """Collects rendered pages; refuses to produce one path twice."""
 
-    def __init__(self, content: Content, config: SiteConfig):
+    def __init__(self, content: Content, config: SiteConfig, memo: PageMemo | None = None):
         self.content, self.config = content, config
         self.pages: dict[str, Page] = {}
         self.cards = _Cards(content)
+        self.memo = memo
+        self.registries = (config, tuple(content.tags.items()), tuple(content.people.items()))
+
+    def add_kept(self, path: str, template: str, **context) -> None:
+        """``add``, through the memo when there is one."""
+        if self.memo is None:
+            return self.add(path, template, **context)
+        key = (template, path, self.registries, _frozen(context))
+        page = self.memo.get(key)
+        if page is None:
+            self.add(path, template, **context)
+            self.memo.put(key, self.pages[path])
+        else:
+            self.put(page)
 
     def put(self, page: Page) -> None:
         if page.path in self.pages:
@@ -420,7 +472,7 @@ class _Pages:
 
     def listing(self, base: str, notes: Sequence[Note], template: str, **context) -> None:
         for listing in paginate(base, notes, self.config.page_size):
-            self.add(listing.path, template, listing=listing, **context)
+            self.add_kept(listing.path, template, listing=listing, **context)
 
 
 def _embed_subscribe_form(pages: _Pages, content: Content, config: SiteConfig) -> None:
@@ -433,12 +485,12 @@ def _embed_subscribe_form(pages: _Pages, content: Content, config: SiteConfig) -
 
 
 def render_site(content: Content, refs: dict[str, Reference] | None = None,
-                config: SiteConfig | None = None, extras: Extras | None = None) -> Site:
-    """Every generated page, asset and file of the site."""
+                config: SiteConfig | None = None, extras: Extras | None = None, memo: PageMemo | None = None) -> Site:
+    """Every generated page, asset and file of the site; ``memo`` keeps pages for the next call."""
     refs = refs or {}
     config = config or SiteConfig()
     extras = extras or Extras()
-    pages = _Pages(content, config)
+    pages = _Pages(content, config, memo)
     published = content.published
     # First: Kiwi, which analyses uncached notes, is freed before the pages take its place in memory.
     search_files = search.index_files(content, config.cache_dir, note_url=lambda n: url_of(note_page(n)))
@@ -448,7 +500,10 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
     for i, note in enumerate(published):  # newest first
         newer = published[i - 1] if i > 0 else None
         older = published[i + 1] if i + 1 < len(published) else None
-        pages.add(note_page(note), "note.md.j2", note=note, refs=refs, newer=newer, older=older)
+        if directives.OPENING_RE.search(note.body):
+            pages.add(note_page(note), "note.md.j2", note=note, refs=refs, newer=newer, older=older)
+        else:
+            pages.add_kept(note_page(note), "note.md.j2", note=note, refs={}, newer=newer, older=older)
 
     by_tag = notes_by_tag(content)
     for tag_id, tag in content.tags.items():
@@ -482,6 +537,8 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
         pages.put(page)
 
     files = feed_files(content, config, by_tag) + search_files + list(extras.files)
+    if memo is not None:
+        memo.turn()
     _refuse_duplicates(files)
     return Site(list(pages.pages.values()), reference_assets(refs), files)
 
