@@ -77,8 +77,13 @@ def build(config: Path, site: Path, env: dict, cap: float) -> dict:
 def site_figures(site: Path, search_files: list[Path]) -> dict:
     pages = list(site.rglob("*.html"))
     size = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
+    sections: dict[str, list[int]] = {}
+    for page in pages:
+        parts = page.relative_to(site).parts
+        sections.setdefault(parts[0] if len(parts) > 1 else "(top)", []).append(page.stat().st_size)
     return {"pages": len(pages), "site_mib": size / 2**20,
             "mean_page_kib": sum(p.stat().st_size for p in pages) / max(1, len(pages)) / 1024,
+            "section_kib": {k: sum(v) / len(v) / 1024 for k, v in sorted(sections.items())},
             "search_kib": sum(len(gzip.compress(p.read_bytes(), 6)) for p in search_files) / 1024}
 
 
@@ -270,7 +275,11 @@ def summarize(results: dict[int, dict]) -> None:
         print(f"  linear: {large}/{small} = {warm / s['warm']['seconds']:.1f}x warm, "
               f"{big['cold']['seconds'] / s['cold']['seconds']:.1f}x cold (goal ≤ {large / small * 1.1:.0f}x)")
         ratio = big["site"]["mean_page_kib"] / s["site"]["mean_page_kib"]
-        print(f"  mean page size {large} vs {small}: {ratio:.2f}x (goal within 10 %)")
+        print(f"  mean page size {large} vs {small}: {ratio:.2f}x (goal within 10 %); by section:")
+        for section, kib in big["site"]["section_kib"].items():  # a digest issue lists its week's notes
+            before = s["site"]["section_kib"].get(section)
+            change = f" ({kib / before:.2f}x)" if before else ""
+            print(f"    {section:10} {before or 0:6.1f} -> {kib:6.1f} KiB{change}")
     print(f"  first search at {large}: {big['first_search_kib']:.0f} KiB gzip (goal < 1024)")
     if "blog" in big:
         blog = big["blog"]["seconds"]

@@ -127,6 +127,9 @@ def on_nav(nav, config, files):
                 _elsewhere.extend(share)
     for file in _elsewhere:
         files.remove(file)
+    if _elsewhere and "sitemap.xml" in config.theme.static_templates:  # MkDocs's would miss them: ours, at the end
+        config.theme.static_templates.discard("sitemap.xml")
+        _build_state["sitemap"] = True
     if _workers:
         log.info(f"digest: {len(_elsewhere)} of {len(outside)} note and archive pages go to {len(_workers)} "
                  f"more process(es) ({WORKERS_ENV}=1 for one)")
@@ -155,7 +158,7 @@ def on_post_build(config):
         raise PluginError("\n".join(failures))
     if search.keep_analyzer:
         _served.write(_elsewhere, config.site_dir)
-    if _elsewhere and "sitemap.xml" in config.theme.static_templates:
+    if _build_state.get("sitemap"):
         mkdocs_build_module._build_theme_template("sitemap.xml", _build_state["env"], Files(_build_state["pages"]),
                                                   config, _build_state["nav"])
 
@@ -366,6 +369,10 @@ def _site_config(config) -> SiteConfig:
         cache_dir=_content_root(config).parent / CACHE_DIR,
         service_url=os.environ.get("DIGEST_SERVICE_URL") or extra.get("subscribe_url") or SiteConfig.service_url,
     )
+
+
+def on_shutdown():
+    search.save_kept_caches()
 
 
 def on_serve(server, config, builder):

@@ -24,6 +24,7 @@ unchanged note is not analysed again and a fully cached build never starts Kiwi.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -75,6 +76,7 @@ _MD_STRIP = [
 ]
 
 
+@functools.lru_cache(maxsize=4096)  # `mkdocs serve` rebuilds: the same bodies again
 def plain_text(markdown: str) -> str:
     for pattern, replacement in _MD_STRIP:
         markdown = pattern.sub(replacement, markdown)
@@ -204,7 +206,7 @@ class TermCache:
 
     @staticmethod
     def key(fields: dict[str, str]) -> str:
-        return hashlib.sha256(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        return _key(tuple(sorted(fields.items())))
 
     def terms(self, fields: dict[str, str], analyzer: Analyzer) -> dict[str, int]:
         key = self.key(fields)
@@ -247,18 +249,41 @@ def shard_of(term: str, shards: int) -> int:
     return ord(term[0]) % shards
 
 
+@functools.lru_cache(maxsize=4096)
+def _key(items: tuple[tuple[str, str], ...]) -> str:
+    return hashlib.sha256(json.dumps(dict(items), ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+_kept: dict[Path, TermCache] = {}  # under `mkdocs serve`: the term cache stays in memory between rebuilds
+
+
+def _term_cache(cache_dir: Path | None) -> TermCache:
+    if not (keep_analyzer and cache_dir):
+        return TermCache(cache_dir)
+    cache = _kept.get(cache_dir) or _kept.setdefault(cache_dir, TermCache(cache_dir))
+    cache.used = set()
+    return cache
+
+
+def save_kept_caches() -> None:
+    """At the end of `mkdocs serve`: write the term caches it kept in memory (rebuilds do not)."""
+    for cache in _kept.values():
+        cache.save()
+
+
 def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[Note], str]):
     """The search files of the site, for the published notes (newest first = doc 0)."""
     from .site import TextFile  # the record type of generated files
 
     notes = content.published
-    cache = TermCache(cache_dir)
+    cache = _term_cache(cache_dir)
     fields = [note_fields(note, content) for note in notes]
     if not keep_analyzer and cache.file and any(True for _ in cache.missing(fields)):
         cache = _analyse_in_child(fields, cache)
     _ANALYZER.prepare(cache.missing(fields))
     terms = [cache.terms(note_text, _ANALYZER) for note_text in fields]
-    cache.save()
+    if not keep_analyzer:
+        cache.save()
     postings: dict[str, list[int]] = {}
     for doc, weights in enumerate(terms):
         for term, weight in weights.items():
