@@ -58,6 +58,16 @@ def gc_paused():
             gc.enable()
 
 
+_parsed: dict[str, tuple[bytes, SourceFile]] | None = None  # see remember_parses
+
+
+def remember_parses(on: bool = True) -> None:
+    """Keep each file's parse for the next load (`mkdocs serve`: a rebuild after one saved note
+    parses that note, not every note). Parses are read-only, so sharing them is safe."""
+    global _parsed
+    _parsed = {} if on else None
+
+
 def read_one(path: Path | str, shown: str, diagnostics: list[Diagnostic]) -> SourceFile:
     try:
         with open(path, "rb") as handle:
@@ -65,9 +75,14 @@ def read_one(path: Path | str, shown: str, diagnostics: list[Diagnostic]) -> Sou
     except OSError as exc:
         diagnostics.append(Diagnostic(shown, 1, 1, "error", f"cannot read file: {exc.strerror}"))
         return SourceFile(shown, None, None)
+    if _parsed is not None and (kept := _parsed.get(shown)) and kept[0] == data:
+        return kept[1]
     try:
         text = decode(shown, data)
-        return SourceFile(shown, text, parse(shown, text))
+        parsed = SourceFile(shown, text, parse(shown, text))
+        if _parsed is not None:
+            _parsed[shown] = (data, parsed)
+        return parsed
     except YamlInputError as exc:
         diagnostics.append(Diagnostic(shown, exc.line, exc.col, "error", exc.message, exc.hint))
         return SourceFile(shown, None, None)

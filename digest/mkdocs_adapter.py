@@ -18,6 +18,7 @@ sitemap once every worker is done, so it lists every page.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib
 import json
@@ -34,7 +35,7 @@ from mkdocs.commands import build as mkdocs_build_module
 from mkdocs.exceptions import Abort, PluginError
 from mkdocs.structure.files import File, Files
 
-from digest import compose, sanitize, search
+from digest import compose, load, sanitize, search
 from digest.check import load_content
 from digest.errors import ContentInvalid, DigestError
 from digest.site import PageMemo, SiteConfig, render_site
@@ -57,6 +58,7 @@ def on_startup(command, dirty):
     """Under `mkdocs serve`, Kiwi stays loaded between rebuilds (this file is re-run for each rebuild;
     digest.search is not, so the flag lives there)."""
     search.keep_analyzer = command == "serve"
+    load.remember_parses(command == "serve")
 
 
 class SiteBuildError(DigestError):
@@ -106,6 +108,7 @@ def on_pre_build(config):
     _build_state.clear()
     if search.keep_analyzer:
         _served.stash(config.site_dir)
+        gc.disable()  # the server's heap (kept pages, parses) is large: no full scans of it mid-rebuild
 
 
 def on_nav(nav, config, files):
@@ -118,6 +121,10 @@ def on_nav(nav, config, files):
     if search.keep_analyzer:
         _build_state["setting"] = _setting_fingerprint(config)
         _elsewhere.extend(_served.unchanged(outside, _generated_pages, _build_state["setting"]))
+        copied = [f for f in files if not f.is_documentation_page() and f.inclusion.is_in_serve()]  # as MkDocs does
+        _build_state["static"] = _served.unchanged_static(copied)
+        for file in _build_state["static"]:
+            files.remove(file)
     else:
         workers = _worker_count()
         if workers > 1 and len(outside) >= 2 * MIN_SHARE:
@@ -157,7 +164,9 @@ def on_post_build(config):
     if failures:
         raise PluginError("\n".join(failures))
     if search.keep_analyzer:
-        _served.write(_elsewhere, config.site_dir)
+        _served.write(_elsewhere, _build_state.get("static", []), config.site_dir)
+        gc.freeze()  # what this rebuild kept is long-lived: later collections need not scan it again
+        gc.enable()
     if _build_state.get("sitemap"):
         mkdocs_build_module._build_theme_template("sitemap.xml", _build_state["env"], Files(_build_state["pages"]),
                                                   config, _build_state["nav"])
@@ -165,6 +174,7 @@ def on_post_build(config):
 
 def on_build_error(error):
     """Stop the workers of a build that failed here."""
+    gc.enable()
     for pid, _report in _workers:
         _stop_worker(pid)
     _workers.clear()
@@ -180,6 +190,7 @@ class _ServedPages:
         self.html: dict[str, tuple[str, str, bytes]] = {}  # docs path → (hash, output path, HTML)
         self.stashed: str | None = None  # the last rebuild's output, moved aside (see stash)
         self.memo = PageMemo()  # the Markdown of note and archive pages, for render_site
+        self.static: dict[str, tuple] = {}  # other files: what each was made from last time
 
     def unchanged(self, files: list, pages: dict, setting: str) -> list:
         return [f for f in files if (kept := self.html.get(f.src_uri)) and kept[0] == _page_key(pages[f.src_uri],
@@ -200,21 +211,32 @@ class _ServedPages:
                 if not entry.startswith("."):
                     os.rename(os.path.join(site_dir, entry), os.path.join(self.stashed, entry))
 
-    def write(self, files: list, site_dir: str) -> None:
-        """Put the unchanged pages back: whole folders renamed from the stash where nothing else is in
-        them, else page by page, else written from memory. The rest of the stash (old versions of
-        changed pages, deleted pages, files MkDocs wrote again) is removed in the background."""
-        keep = {os.path.relpath(self.html[f.src_uri][1], site_dir) for f in files}
+    def unchanged_static(self, files: list) -> list:
+        """The other files (theme assets, feeds, search index, figures) that are as they were last time."""
+        keys = {f.src_uri: _static_key(f) for f in files}
+        unchanged = [f for f in files if self.static.get(f.src_uri) == keys[f.src_uri]]
+        self.static = keys
+        return unchanged
+
+    def write(self, pages: list, static: list, site_dir: str) -> None:
+        """Put the unchanged pages and files back: whole folders renamed from the stash where nothing
+        else is in them, else one by one, else written again. The rest of the stash (old versions of
+        changed pages, deleted pages) is removed in the background."""
+        keep = {os.path.relpath(self.html[f.src_uri][1], site_dir) for f in pages}
+        keep |= {os.path.relpath(f.abs_dest_path, site_dir) for f in static}
         if self.stashed:
             self._merge(self._kept_folders(keep), keep, ".", site_dir)
             threading.Thread(target=shutil.rmtree, args=(self.stashed, True), daemon=True).start()
             self.stashed = None
-        for file in files:
+        for file in pages:
             _, path, html = self.html[file.src_uri]
             if not os.path.exists(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as out:
                     out.write(html)
+        for file in static:
+            if not os.path.exists(file.abs_dest_path):
+                file.copy_file()
 
     def _kept_folders(self, keep: set[str]) -> dict[str, bool | None]:
         """Each stashed folder: True if all it holds is kept, None if some, False if nothing."""
@@ -246,6 +268,14 @@ _served = SERVED if __name__ == "digest.mkdocs_adapter" else importlib.import_mo
 def _page_key(page, setting: str) -> str:
     parts = (page.path, page.text, page.before, page.after, page.trusted_after, setting)
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+
+
+def _static_key(file) -> tuple:
+    if file._content is not None:  # generated: feeds, search index
+        text = file._content if isinstance(file._content, bytes) else file._content.encode("utf-8")
+        return (file.dest_uri, hashlib.sha256(text).digest())
+    stat = os.stat(file.abs_src_path)
+    return (file.dest_uri, file.abs_src_path, stat.st_size, stat.st_mtime_ns)
 
 
 def _setting_fingerprint(config) -> str:
