@@ -294,8 +294,11 @@ def _setting_fingerprint(config) -> str:
 
 def _worker_count() -> int:
     text = os.environ.get(WORKERS_ENV, "").strip()
+    if not hasattr(os, "fork"):  # Windows: one process
+        return 1
     if not text:
-        return min(8, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(8, cores)
     if not text.isdigit() or int(text) < 1:
         raise PluginError(f"{WORKERS_ENV}={text!r} is not a number of processes; write e.g. 2, or 1 for one process")
     return int(text)

@@ -278,7 +278,7 @@ def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[No
     notes = content.published
     cache = _term_cache(cache_dir)
     fields = [note_fields(note, content) for note in notes]
-    if not keep_analyzer and cache.file and any(True for _ in cache.missing(fields)):
+    if not keep_analyzer and cache.file and hasattr(os, "fork") and any(True for _ in cache.missing(fields)):
         cache = _analyse_in_child(fields, cache)
     _ANALYZER.prepare(cache.missing(fields))
     terms = [cache.terms(note_text, _ANALYZER) for note_text in fields]

@@ -124,3 +124,12 @@ def test_a_serve_rebuild_renders_only_the_edited_pages_and_matches_a_clean_build
     run(tmp_path / "clean", "build")  # the edited content, built from nothing
     assert "고친 문장이" in (tmp_path / "served" / "notes" / note.parent.name / note.stem / "index.html").read_text()
     assert differences(tmp_path / "clean", tmp_path / "served") == []
+
+
+def test_a_worker_count_that_is_not_a_number_is_refused_with_how_to_fix_it(tmp_path):
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DIGEST_BUILD_WORKERS="two")
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "-d", str(tmp_path / "site")], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "DIGEST_BUILD_WORKERS='two' is not a number of processes; write e.g. 2" in result.stderr
+    assert "Traceback" not in result.stderr
