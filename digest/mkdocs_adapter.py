@@ -173,8 +173,10 @@ def on_post_build(config):
 
 
 def on_build_error(error):
-    """Stop the workers of a build that failed here."""
+    """Stop the workers of a build that failed here; under serve, keep showing the last good site."""
     gc.enable()
+    if search.keep_analyzer:
+        _served.put_back()
     for pid, _report in _workers:
         _stop_worker(pid)
     _workers.clear()
@@ -210,6 +212,19 @@ class _ServedPages:
             for entry in os.listdir(site_dir):
                 if not entry.startswith("."):
                     os.rename(os.path.join(site_dir, entry), os.path.join(self.stashed, entry))
+
+    def put_back(self) -> None:
+        """A rebuild failed (a note with an error, say): the previous output goes back where it was, and
+        the next rebuild renders everything, since what is on disk is no longer what was last rendered."""
+        if self.stashed:
+            site_dir = os.path.dirname(self.stashed)
+            for entry in os.listdir(self.stashed):
+                if not os.path.exists(os.path.join(site_dir, entry)):
+                    os.rename(os.path.join(self.stashed, entry), os.path.join(site_dir, entry))
+            threading.Thread(target=shutil.rmtree, args=(self.stashed, True), daemon=True).start()
+            self.stashed = None
+        self.html.clear()
+        self.static.clear()
 
     def unchanged_static(self, files: list) -> list:
         """The other files (theme assets, feeds, search index, figures) that are as they were last time."""

@@ -91,13 +91,25 @@ site, note, command = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 
 def one_build():
     config = load_config("mkdocs.yml", site_dir=site)
-    config.plugins.on_startup(command=command, dirty=False)
+    config.plugins.on_startup(command="serve" if command.startswith("serve") else command, dirty=False)
     build(config, serve_url="http://127.0.0.1:8000/ml-notes/")
 
 one_build()
 if command == "serve":  # what `mkdocs serve` does when a note is saved: rebuild with the same process
     text = note.read_text(encoding="utf-8")
     note.write_text(text.replace("body: |\\n", "body: |\\n  고친 문장이 여기 있습니다.\\n\\n", 1), encoding="utf-8")
+    one_build()
+if command == "serve-broken":  # a save with an error, then the fix
+    text = note.read_text(encoding="utf-8")
+    note.write_text(text.replace("title:", "title: [unclosed", 1), encoding="utf-8")
+    try:
+        one_build()
+    except Exception as exc:
+        print("REBUILD FAILED:", type(exc).__name__, file=sys.stderr)
+    shown = [p for top in Path(site).iterdir() if not top.name.startswith(".")  # not the stash being removed
+             for p in (top.rglob("index.html") if top.is_dir() else [top] if top.name == "index.html" else [])]
+    print("PAGES AFTER FAILURE:", len(shown), file=sys.stderr)
+    note.write_text(text, encoding="utf-8")
     one_build()
 """
 
@@ -133,3 +145,21 @@ def test_a_worker_count_that_is_not_a_number_is_refused_with_how_to_fix_it(tmp_p
     assert result.returncode != 0
     assert "DIGEST_BUILD_WORKERS='two' is not a number of processes; write e.g. 2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_serve_rebuild_that_fails_keeps_the_last_good_site_and_the_fix_rebuilds_it(many_notes, tmp_path):
+    content = tmp_path / "content"
+    shutil.copytree(many_notes, content)
+    note = sorted((content / "notes").rglob("*.yml"))[0]
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DIGEST_CONTENT=str(content))
+    served = subprocess.run([sys.executable, "-c", SERVE_REBUILDS, str(tmp_path / "served"), str(note), "serve-broken"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert served.returncode == 0, served.stderr
+    assert "REBUILD FAILED" in served.stderr
+    assert "content has errors" in served.stderr
+    clean = subprocess.run([sys.executable, "-c", SERVE_REBUILDS, str(tmp_path / "clean"), str(note), "build"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr
+    pages = len(list((tmp_path / "clean").rglob("index.html")))
+    assert f"PAGES AFTER FAILURE: {pages}" in served.stderr  # the failed rebuild left every page in place
+    assert differences(tmp_path / "clean", tmp_path / "served") == []
