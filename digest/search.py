@@ -121,7 +121,7 @@ class Analyzer:
     def prepare(self, texts: Iterable[str]) -> None:
         """Analyse every new Hangul word of ``texts`` in one batch (Kiwi's threads run it in parallel)."""
         new = sorted({w for text in texts for w in HANGUL_RE.findall(text)} - self._memo.keys())
-        for start in range(0, len(new), PREPARE_BATCH):  # batches: Kiwi's results for all words at once weigh GBs
+        for start in range(0, len(new), PREPARE_BATCH):  # batches: Kiwi holds one batch of results at a time
             batch = new[start:start + PREPARE_BATCH]
             for word, tokens in zip(batch, self.kiwi().tokenize(batch), strict=True):
                 self._memo[word] = tuple(noun_terms(word, tokens))
