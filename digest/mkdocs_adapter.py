@@ -57,8 +57,9 @@ _build_state: dict = {}  # every page, nav, theme env: for the sitemap written a
 def on_startup(command, dirty):
     """Under `mkdocs serve`, Kiwi stays loaded between rebuilds (this file is re-run for each rebuild;
     digest.search is not, so the flag lives there)."""
-    search.keep_analyzer = command == "serve"
-    load.remember_parses(command == "serve")
+    _served.active = command == "serve"
+    search.keep_analyzer = _served.active
+    load.remember_parses(_served.active)
 
 
 class SiteBuildError(DigestError):
@@ -80,7 +81,7 @@ def on_files(files, config):
     try:
         content, refs = load_content(_content_root(config))
         site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""),
-                           memo=_served.memo if search.keep_analyzer else None)
+                           memo=_served.memo if _served.active else None)
     except ContentInvalid as exc:
         lines = "\n".join(d.format() for d in exc.diagnostics if d.severity == "error")
         raise PluginError(f"content has errors:\n{lines}") from None
@@ -106,23 +107,23 @@ def on_pre_build(config):
     _workers.clear()
     _elsewhere.clear()
     _build_state.clear()
-    if search.keep_analyzer:
+    if _served.active:
         _served.stash(config.site_dir)
         gc.disable()  # the server's heap (kept pages, parses) is large: no full scans of it mid-rebuild
 
 
 def on_nav(nav, config, files):
     """Take the generated pages outside the navigation out of MkDocs's own loop where that saves time:
-    under `mkdocs serve`, those unchanged since the last rebuild (written again from memory); in a
+    under `mkdocs serve`, those unchanged since the last rebuild (renamed back from its output); in a
     build, shares of them, each rendered by a forked worker."""
     in_nav = {page.file.src_uri for page in nav.pages}
     outside = [f for f in files.documentation_pages() if f.src_uri in _generated_pages and f.src_uri not in in_nav]
     _build_state.update(pages=files.documentation_pages(), nav=nav)  # all of them, in order, for the sitemap
-    if search.keep_analyzer:
-        _build_state["setting"] = _setting_fingerprint(config)
-        _elsewhere.extend(_served.unchanged(outside, _generated_pages, _build_state["setting"]))
+    if _served.active:
+        setting = _setting_fingerprint(config)
+        _elsewhere.extend(_served.unchanged(outside, lambda f: _page_key(_generated_pages[f.src_uri], setting)))
         copied = [f for f in files if not f.is_documentation_page() and f.inclusion.is_in_serve()]  # as MkDocs does
-        _build_state["static"] = _served.unchanged_static(copied)
+        _build_state["static"] = _served.unchanged(copied, _static_key)
         for file in _build_state["static"]:
             files.remove(file)
     else:
@@ -150,12 +151,6 @@ def on_env(env, config, files):
     return env
 
 
-def on_post_page(output, page, config):
-    if search.keep_analyzer and page.file.src_uri in _generated_pages:
-        _served.keep(page.file, _generated_pages[page.file.src_uri], _build_state["setting"], output)
-    return output
-
-
 def on_post_build(config):
     """Wait for the workers, log what they logged, fail if one failed; write the unchanged pages
     under `mkdocs serve`; then the sitemap, of every page."""
@@ -163,8 +158,8 @@ def on_post_build(config):
     _workers.clear()
     if failures:
         raise PluginError("\n".join(failures))
-    if search.keep_analyzer:
-        _served.write(_elsewhere, _build_state.get("static", []), config.site_dir)
+    if _served.active:
+        _served.write(_elsewhere + _build_state.get("static", []))
         gc.freeze()  # what this rebuild kept is long-lived: later collections need not scan it again
         gc.enable()
     if _build_state.get("sitemap"):
@@ -175,7 +170,7 @@ def on_post_build(config):
 def on_build_error(error):
     """Stop the workers of a build that failed here; under serve, keep showing the last good site."""
     gc.enable()
-    if search.keep_analyzer:
+    if _served.active:
         _served.put_back()
     for pid, _report in _workers:
         _stop_worker(pid)
@@ -183,24 +178,25 @@ def on_build_error(error):
 
 
 class _ServedPages:
-    """Under `mkdocs serve`: each generated page's HTML from the last rebuild, by a hash of all it is
-    made of, so a one-note edit renders only the pages that changed. This object lives in the imported
-    ``digest.mkdocs_adapter``, which outlives rebuilds; MkDocs re-runs its own copy of this file each time.
+    """Under `mkdocs serve`: what each generated page and copied file was made from in the last good
+    rebuild, so a one-note edit renders only what changed and the rest comes back from that rebuild's
+    output. This object lives in the imported ``digest.mkdocs_adapter``, which outlives rebuilds;
+    MkDocs re-runs its own copy of this file each time.
     """
 
     def __init__(self):
-        self.html: dict[str, tuple[str, str, bytes]] = {}  # docs path → (hash, output path, HTML)
+        self.active = False  # under `mkdocs serve` (on_startup)
+        self.made: dict[str, object] = {}  # docs path → key of what the file was made from
         self.stashed: str | None = None  # the last rebuild's output, moved aside (see stash)
         self.memo = PageMemo()  # the Markdown of note and archive pages, for render_site
-        self.static: dict[str, tuple] = {}  # other files: what each was made from last time
 
-    def unchanged(self, files: list, pages: dict, setting: str) -> list:
-        return [f for f in files if (kept := self.html.get(f.src_uri)) and kept[0] == _page_key(pages[f.src_uri],
-                                                                                                   setting)]
-
-    def keep(self, file, page, setting: str, output: str) -> None:
-        self.html[file.src_uri] = (_page_key(page, setting), file.abs_dest_path,
-                                   output.encode("utf-8", errors="xmlcharrefreplace"))
+    def unchanged(self, files: list, key_of) -> list:
+        """Of ``files``, those made from the same inputs last time, whose output is in the stash."""
+        keys = {f.src_uri: key_of(f) for f in files}
+        same = [f for f in files if self.stashed and self.made.get(f.src_uri) == keys[f.src_uri]
+                and os.path.exists(os.path.join(self.stashed, f.dest_uri))]
+        self.made.update(keys)
+        return same
 
     def stash(self, site_dir: str) -> None:
         """Before MkDocs empties the site folder: move the last rebuild's output aside (MkDocs leaves
@@ -221,37 +217,21 @@ class _ServedPages:
             for entry in os.listdir(self.stashed):
                 if not os.path.exists(os.path.join(site_dir, entry)):
                     os.rename(os.path.join(self.stashed, entry), os.path.join(site_dir, entry))
-            threading.Thread(target=shutil.rmtree, args=(self.stashed, True), daemon=True).start()
-            self.stashed = None
-        self.html.clear()
-        self.static.clear()
+            self._drop_stash()
+        self.made.clear()
 
-    def unchanged_static(self, files: list) -> list:
-        """The other files (theme assets, feeds, search index, figures) that are as they were last time."""
-        keys = {f.src_uri: _static_key(f) for f in files}
-        unchanged = [f for f in files if self.static.get(f.src_uri) == keys[f.src_uri]]
-        self.static = keys
-        return unchanged
-
-    def write(self, pages: list, static: list, site_dir: str) -> None:
-        """Put the unchanged pages and files back: whole folders renamed from the stash where nothing
-        else is in them, else one by one, else written again. The rest of the stash (old versions of
-        changed pages, deleted pages) is removed in the background."""
-        keep = {os.path.relpath(self.html[f.src_uri][1], site_dir) for f in pages}
-        keep |= {os.path.relpath(f.abs_dest_path, site_dir) for f in static}
+    def write(self, files: list) -> None:
+        """Put the unchanged files back: whole folders renamed from the stash where nothing else is in
+        them, else one by one. The rest of the stash (old versions of changed pages, deleted pages) is
+        removed in the background."""
+        keep = {os.path.normpath(f.dest_uri) for f in files}
         if self.stashed:
-            self._merge(self._kept_folders(keep), keep, ".", site_dir)
-            threading.Thread(target=shutil.rmtree, args=(self.stashed, True), daemon=True).start()
-            self.stashed = None
-        for file in pages:
-            _, path, html = self.html[file.src_uri]
-            if not os.path.exists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as out:
-                    out.write(html)
-        for file in static:
-            if not os.path.exists(file.abs_dest_path):
-                file.copy_file()
+            self._merge(self._kept_folders(keep), keep, ".", os.path.dirname(self.stashed))
+            self._drop_stash()
+
+    def _drop_stash(self) -> None:
+        threading.Thread(target=shutil.rmtree, args=(self.stashed, True), daemon=True).start()
+        self.stashed = None
 
     def _kept_folders(self, keep: set[str]) -> dict[str, bool | None]:
         """Each stashed folder: True if all it holds is kept, None if some, False if nothing."""
