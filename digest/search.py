@@ -280,8 +280,7 @@ def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[No
     fields = [note_fields(note, content) for note in notes]
     if not keep_analyzer and cache.file and hasattr(os, "fork") and any(True for _ in cache.missing(fields)):
         cache = _analyse_in_child(fields, cache)
-    _ANALYZER.prepare(cache.missing(fields))
-    terms = [cache.terms(note_text, _ANALYZER) for note_text in fields]
+    terms = _terms_of(fields, cache)
     if not keep_analyzer:
         cache.save()
     postings: dict[str, list[int]] = {}
@@ -296,7 +295,7 @@ def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[No
     for term in sorted(encoded):
         by_shard.setdefault(shard_of(term, shards), {})[term] = encoded[term]
 
-    files = [TextFile(f"search/terms/{n}.json", _json(terms)) for n, terms in sorted(by_shard.items())]
+    files = [TextFile(f"search/terms/{n}.json", _json(shard)) for n, shard in sorted(by_shard.items())]
     for start in range(0, len(notes), DOCS_PER_CHUNK):
         chunk = [[note_url(n), n.title, n.date.isoformat(), n.kind_label] for n in notes[start:start + DOCS_PER_CHUNK]]
         files.append(TextFile(f"search/docs/{start // DOCS_PER_CHUNK}.json", _json(chunk)))
@@ -308,6 +307,12 @@ def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[No
     return files
 
 
+def _terms_of(fields: list[dict[str, str]], cache: TermCache) -> list[dict[str, int]]:
+    """Each note's terms: from the cache, or analysed (the new words of all uncached notes in one go)."""
+    _ANALYZER.prepare(cache.missing(fields))
+    return [cache.terms(note_text, _ANALYZER) for note_text in fields]
+
+
 def _analyse_in_child(fields: list[dict[str, str]], cache: TermCache) -> TermCache:
     """Analyse the uncached notes in a forked process that fills the cache file and exits: Kiwi and its
     memo of every word (~450 MB at 10,000 notes) go back to the system with it, instead of staying in
@@ -316,9 +321,7 @@ def _analyse_in_child(fields: list[dict[str, str]], cache: TermCache) -> TermCac
     if pid == 0:
         status = 1
         try:
-            _ANALYZER.prepare(cache.missing(fields))
-            for note_text in fields:
-                cache.terms(note_text, _ANALYZER)
+            _terms_of(fields, cache)
             cache.save()
             status = 0
         finally:
