@@ -188,8 +188,12 @@ def relative_url(target: str, here: str) -> str:
     Up to the site's root, then down: not always the shortest link, but one string
     operation per link, and there are tens of thousands of links in a large site.
     """
-    up = "../" * url_of(here).count("/")
-    return up + url_of(target) or "./"
+    return up_to_root(here) + url_of(target) or "./"
+
+
+def up_to_root(here: str) -> str:
+    """From the page at ``here`` back to the site's root: "../" per folder of its URL."""
+    return "../" * url_of(here).count("/")
 
 
 def paginate(base: str, notes: Sequence[Note], size: int) -> list[Listing]:
@@ -266,7 +270,7 @@ class _Cards:
             html = self.html[note.path] = _template("_card.md.j2").render(
                 note=note, content=self.content, note_page=note_page, kind_page=kind_page, tag_page=tag_page,
                 href=lambda target: ROOT_MARK + url_of(target))
-        return Markup(html.replace(ROOT_MARK, "../" * url_of(here).count("/")))
+        return Markup(html.replace(ROOT_MARK, up_to_root(here)))
 
 
 def _render(template: str, here: str, **context) -> Page:
@@ -396,7 +400,7 @@ class _NoteResults:
 
 
 def _render_fragment(template: str, **context) -> str:
-    return environment().get_template(template).render(**context).strip()
+    return _template(template).render(**context).strip()
 
 
 # --- the site ---------------------------------------------------------------------------------
@@ -576,7 +580,7 @@ def _feeds(folder: str, title: str, home: str, notes: Sequence[Note], content: C
         home_url=config.absolute(url_of(home)), atom_url=config.absolute(folder + "feed.xml"),
         note_url=lambda n: config.absolute(url_of(note_page(n))), timestamp=_timestamp,
     )
-    atom = environment().get_template("feed.xml.j2").render(**context)
+    atom = _template("feed.xml.j2").render(**context)
     return [TextFile(folder + "feed.xml", atom), TextFile(folder + "feed.json", _json_feed(folder, **context))]
 
 
