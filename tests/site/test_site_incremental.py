@@ -114,19 +114,30 @@ if command == "serve-broken":  # a save with an error, then the fix
 """
 
 
-def test_a_serve_rebuild_renders_only_the_edited_pages_and_matches_a_clean_build(many_notes, tmp_path):
+def copied_notes(many_notes: Path, tmp_path: Path) -> Path:
+    """A copy of the notes (the tests edit one), with Kiwi's analysis of them if the tests above made it."""
     content = tmp_path / "content"
     shutil.copytree(many_notes, content)
-    if (many_notes.parent / ".cache").is_dir():  # Kiwi's analysis of these notes, from the tests above
+    if (many_notes.parent / ".cache").is_dir():
         shutil.copytree(many_notes.parent / ".cache", tmp_path / ".cache")
-    note = sorted((content / "notes").rglob("*.yml"))[0]
+    return content
+
+
+def rebuilds(content: Path, site: Path, note: Path, command: str) -> str:
+    """SERVE_REBUILDS in a fresh process; its log."""
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DIGEST_CONTENT=str(content))
+    result = subprocess.run([sys.executable, "-c", SERVE_REBUILDS, str(site), str(note), command], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+def test_a_serve_rebuild_renders_only_the_edited_pages_and_matches_a_clean_build(many_notes, tmp_path):
+    content = copied_notes(many_notes, tmp_path)
+    note = sorted((content / "notes").rglob("*.yml"))[0]
 
     def run(site: Path, command: str) -> str:
-        result = subprocess.run([sys.executable, "-c", SERVE_REBUILDS, str(site), str(note), command], cwd=ROOT,
-                                env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-        return result.stderr
+        return rebuilds(content, site, note, command)
 
     log = run(tmp_path / "served", "serve")
     reused = [line for line in log.splitlines() if "unchanged since the last rebuild" in line]
@@ -148,18 +159,12 @@ def test_a_worker_count_that_is_not_a_number_is_refused_with_how_to_fix_it(tmp_p
 
 
 def test_a_serve_rebuild_that_fails_keeps_the_last_good_site_and_the_fix_rebuilds_it(many_notes, tmp_path):
-    content = tmp_path / "content"
-    shutil.copytree(many_notes, content)
+    content = copied_notes(many_notes, tmp_path)
     note = sorted((content / "notes").rglob("*.yml"))[0]
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DIGEST_CONTENT=str(content))
-    served = subprocess.run([sys.executable, "-c", SERVE_REBUILDS, str(tmp_path / "served"), str(note), "serve-broken"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert served.returncode == 0, served.stderr
-    assert "REBUILD FAILED" in served.stderr
-    assert "content has errors" in served.stderr
-    clean = subprocess.run([sys.executable, "-c", SERVE_REBUILDS, str(tmp_path / "clean"), str(note), "build"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert clean.returncode == 0, clean.stderr
+    served = rebuilds(content, tmp_path / "served", note, "serve-broken")
+    assert "REBUILD FAILED" in served
+    assert "content has errors" in served
+    rebuilds(content, tmp_path / "clean", note, "build")
     pages = len(list((tmp_path / "clean").rglob("index.html")))
-    assert f"PAGES AFTER FAILURE: {pages}" in served.stderr  # the failed rebuild left every page in place
+    assert f"PAGES AFTER FAILURE: {pages}" in served  # the failed rebuild left every page in place
     assert differences(tmp_path / "clean", tmp_path / "served") == []
