@@ -306,13 +306,13 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
         try:
             status = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _kill_group(proc)
             raise ReferenceRunError(_failure(ref.name, profile, f"timed out after {timeout:.0f} s", tail)) from None
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
         finally:
+            # Whatever ended the run (success, crash, SIGKILL, timeout, Ctrl-C), nothing it
+            # started may outlive it: worker processes it left behind would hold the CPU
+            # (and its output pipes) for good.
+            _kill_group(proc)
             for reader in readers:
                 reader.join(timeout=5)
         wall = time.monotonic() - start
@@ -326,6 +326,15 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
     progress(f"[{ref.name}] {profile} done in {wall:.1f} s, {len(results.metrics)} metrics, "
              f"{len(results.figures)} figures → {display_path(target, ref.dir.parent.parent)}")
     return results
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the run's process group (the run and every process it started), then reap the run."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is empty: nothing left running
+    proc.wait()
 
 
 def _failure(name: str, profile: str, how: str, tail) -> str:

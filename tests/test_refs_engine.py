@@ -36,6 +36,11 @@ TOY_SCRIPT = textwrap.dedent('''
         sys.exit(3)
     if mode == "hang":
         time.sleep(60)
+    if mode == "orphan":  # start a worker, then die by SIGKILL as the OOM killer would kill it
+        import signal, subprocess
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        Path("worker.pid").write_text(str(worker.pid))
+        os.kill(os.getpid(), signal.SIGKILL)
     out = Path(args.out)
     metrics = {"total": sum(numbers), "count": len(numbers), "seconds": 0.01}
     if mode != "incomplete":
@@ -158,6 +163,16 @@ def test_hang_is_stopped_at_the_time_limit(project):
     (project / "refs/toy/mode.txt").write_text("hang")
     with pytest.raises(ReferenceRunError, match="timed out after 2 s"):
         run_reference(toy(project), "quick", timeout=2, progress=lambda line: None)
+
+
+def test_a_killed_run_leaves_no_worker_behind(project):
+    (project / "refs/toy/mode.txt").write_text("orphan")
+    with pytest.raises(ReferenceRunError, match="was killed by signal 9"):
+        run_reference(toy(project), "quick", progress=lambda line: None)
+    worker = int((project / "refs/toy/worker.pid").read_text())
+    stat = Path(f"/proc/{worker}/stat")
+    # gone, or a zombie waiting for init to reap it: either way no longer running
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_missing_outputs_fail_loudly(project):
