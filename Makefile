@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests drive for real (browser, mail and database servers come later).
 SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl postgresql
 
-.PHONY: build test check site refs lint bench bench-site golden clean system-deps
+.PHONY: build test check site refs lint bench bench-site bench-pong golden clean system-deps
 
 build: $(STAMP)
 	$(BIN)/digest check
@@ -32,6 +32,12 @@ bench: $(STAMP)
 # The site at 1,000 and 10,000 notes against Material's blog plugin and plain pages (~20 min).
 bench-site: $(STAMP)
 	$(BIN)/python bench/site.py
+
+# Pong steps per second against the original loop and the raw emulator (~3 min), then how far
+# the speed options (several envs, float32) move each update from the original's (~4 min).
+bench-pong: $(STAMP)
+	$(BIN)/python bench/pong.py
+	$(BIN)/python bench/pong_deviation.py
 
 # Rewrite the committed expected outputs of golden tests after an intended change.
 golden: $(STAMP)
