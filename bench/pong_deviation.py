@@ -28,7 +28,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from pong import load_pong  # bench/pong.py
 
 ROOT = Path(__file__).resolve().parent.parent
