@@ -147,6 +147,11 @@ class RefManifest:
                                     pattern=FIGURE_RE, default=(), example="[learning_curve]")
     resumable: bool = spec("true for long runs that checkpoint into state/<profile>/ and accept --resume",
                            default=False)
+    checkpoint_format: int | None = spec(
+        "for resumable runs: the version of what a checkpoint holds and means; --resume continues "
+        "checkpoints of other code with the same format (bump it when the algorithm or the checkpoint "
+        "changes); without it only the code that wrote a checkpoint may continue it",
+        default=None, example="1")
     packages: tuple[str, ...] = spec("packages whose versions are recorded with the results",
                                      default=("numpy", "matplotlib"), example="[numpy, gymnasium]")
     name: str = field(default="", metadata={"internal": True})

@@ -15,6 +15,7 @@ it writes ``results/<profile>/results.json`` and its figures, stamped with
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -70,6 +71,8 @@ class Results:
     wall_seconds: float
     metrics: dict[str, float]
     figures: dict[str, list[str]] = field(default_factory=dict)
+    # earlier code whose checkpoints this run continued (same checkpoint format), oldest first
+    trained_with: list[str] = field(default_factory=list)
 
     @property
     def finished_date(self) -> str:
@@ -200,20 +203,59 @@ def _state_hash_file(state_dir: Path) -> Path:
     return state_dir / "code_sha256.txt"
 
 
-def _prepare_state(state: Path, code: str, resume: bool, name: str) -> Path:
-    """The folder for checkpoints; a resumed run must find state made by the same code."""
+@dataclass(frozen=True)
+class StateWriter:
+    """One line of ``state/<profile>/code_sha256.txt``: code that wrote the checkpoints, from when."""
+
+    code: str
+    format: int | None  # the manifest's checkpoint_format then; None: written before formats existed
+    since: str
+
+    @classmethod
+    def parse(cls, line: str) -> StateWriter:
+        code, *rest = line.split()
+        fmt = int(rest[0]) if rest and rest[0].isdigit() else None
+        return cls(code, fmt, rest[1] if len(rest) > 1 else "")
+
+    def line(self) -> str:
+        return f"{self.code} {'-' if self.format is None else self.format} {self.since}\n"
+
+    @property
+    def effective_format(self) -> int:
+        return 1 if self.format is None else self.format  # lines older than formats count as the first
+
+
+def _prepare_state(state: Path, code: str, resume: bool, ref: Reference,
+                   progress: Callable[[str], None]) -> list[str]:
+    """Make the folder for checkpoints and record which code writes them; returns the earlier
+    code a resumed run continues from.  A run may continue checkpoints of other code only
+    when the reference declares a checkpoint format and both sides have the same one."""
     marker = _state_hash_file(state)
-    if resume:
-        if marker.is_file():
-            recorded = marker.read_text().split()[0] if marker.read_text().strip() else ""
-            if recorded != code:
-                raise UsageError(
-                    f"{name}: the saved state in {state} was made by other code "
-                    f"({recorded[:12]} ≠ {code[:12]}); rerun without --resume to start over")
-        return state
-    state.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"{code}\n")
-    return state
+    fmt = ref.manifest.checkpoint_format
+    me = StateWriter(code, fmt, _now())
+    writers = [StateWriter.parse(line) for line in marker.read_text().splitlines() if line.strip()] \
+        if resume and marker.is_file() else []
+    if not writers:
+        state.mkdir(parents=True, exist_ok=True)
+        marker.write_text(me.line())
+        return []
+    last = writers[-1]
+    if last.code == code:
+        return [w.code for w in writers if w.code != code]
+    if fmt is None:
+        raise UsageError(
+            f"{ref.name}: the saved state in {state} was made by other code ({last.code[:12]} ≠ {code[:12]}); "
+            "rerun without --resume to start over, or, if the new code reads and continues those checkpoints "
+            "exactly as the old one would, declare 'checkpoint_format: 1' in its ref.yml")
+    if last.effective_format != fmt:
+        raise UsageError(
+            f"{ref.name}: the saved state in {state} has checkpoint format {last.effective_format}, the code now "
+            f"writes format {fmt}; rerun without --resume to start over")
+    progress(f"[{ref.name}] continuing checkpoints written by code {last.code[:12]} with code {code[:12]} "
+             f"(checkpoint format {fmt} for both)")
+    with marker.open("a") as f:
+        f.write(me.line())
+    return [w.code for w in writers]
 
 
 def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, seed: int,
@@ -281,8 +323,8 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
     if resume and not ref.manifest.resumable:
         raise UsageError(f"{ref.name} keeps no checkpoints (its ref.yml has no 'resumable: true'); "
                          "run it without --resume")
-    state = (_prepare_state(state_dir or ref.state_dir(profile), code, resume, ref.name)
-             if ref.manifest.resumable else None)
+    state = (state_dir or ref.state_dir(profile)) if ref.manifest.resumable else None
+    trained_with = _prepare_state(state, code, resume, ref, progress) if state else []
     target = results_dir or ref.results_dir(profile)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"digest-{ref.name}-") as tmp:
@@ -322,6 +364,7 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
         if code_sha256(ref.dir) != code:
             raise ReferenceRunError(f"{ref.name}: its code changed while it ran; run it again")
         results = _collect_outputs(ref, out, profile, code, ref.manifest.seed, started, wall)
+        results = dataclasses.replace(results, trained_with=trained_with)
         _install(out, results, target)
     progress(f"[{ref.name}] {profile} done in {wall:.1f} s, {len(results.metrics)} metrics, "
              f"{len(results.figures)} figures → {display_path(target, ref.dir.parent.parent)}")

@@ -210,8 +210,53 @@ def test_resume_needs_a_resumable_reference(project):
 def test_resume_refuses_state_made_by_other_code(project):
     run_reference(toy(project), "quick", progress=lambda line: None)
     (project / "refs/toy/toy.py").write_text(TOY_SCRIPT + "\n# changed\n")
-    with pytest.raises(UsageError, match="made by other code"):
+    with pytest.raises(UsageError, match="made by other code.*declare 'checkpoint_format: 1'"):
         run_reference(toy(project), "quick", resume=True, progress=lambda line: None)
+
+
+def declare_checkpoint_format(project: Path, fmt: int) -> None:
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(TOY_MANIFEST.replace("resumable: true\n", f"resumable: true\ncheckpoint_format: {fmt}\n"),
+                        encoding="utf-8")
+
+
+def test_resume_continues_other_code_with_the_same_checkpoint_format(project):
+    declare_checkpoint_format(project, 1)
+    first = run_reference(toy(project), "quick", progress=lambda line: None)
+    (project / "refs/toy/toy.py").write_text(TOY_SCRIPT + "\n# faster, same checkpoints\n")
+    said: list[str] = []
+    second = run_reference(toy(project), "quick", resume=True, progress=said.append)
+    assert any(f"continuing checkpoints written by code {first.code_sha256[:12]}" in line for line in said)
+    assert second.code_sha256 != first.code_sha256 and second.trained_with == [first.code_sha256]
+    # what the site says about the run: its own code and the code it continued
+    from digest.check import load_content
+    from digest.site import render_site
+
+    content, refs = load_content(project, today=TODAY)
+    page = next(p for p in render_site(content, refs).pages if p.path == "notes/2016/toy-note.md")
+    assert f"이전 코드 <code>{first.code_sha256[:12]}</code>의 체크포인트에서 이어 학습" in page.text
+    # a third resume by the same code adds nothing new; the history stays
+    third = run_reference(toy(project), "quick", resume=True, progress=lambda line: None)
+    assert third.trained_with == [first.code_sha256]
+    # a fresh run starts a new history
+    assert run_reference(toy(project), "quick", progress=lambda line: None).trained_with == []
+
+
+def test_resume_refuses_another_checkpoint_format(project):
+    declare_checkpoint_format(project, 1)
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    declare_checkpoint_format(project, 2)
+    with pytest.raises(UsageError, match="has checkpoint format 1, the code now writes format 2"):
+        run_reference(toy(project), "quick", resume=True, progress=lambda line: None)
+
+
+def test_state_from_before_formats_counts_as_format_1(project):
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    marker = project / "refs/toy/state/quick/code_sha256.txt"
+    old_code = "ab" * 32
+    marker.write_text(f"{old_code}\n")  # as the engine wrote it before checkpoint formats
+    declare_checkpoint_format(project, 1)
+    assert run_reference(toy(project), "quick", resume=True, progress=lambda line: None).trained_with == [old_code]
 
 
 def test_directive_errors_point_at_the_body(project):
