@@ -235,14 +235,26 @@ def read_checkpoint(path: Path) -> dict:
     return out
 
 
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited orphan waits, briefly, for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_kill_and_resume(tmp_path):
     state = tmp_path / "state"
     kw = dict(num_envs=4, num_workers=2, env_groups=2, max_episode_steps=200, max_episodes=10**6,
               checkpoint_every=1, checkpoint_seconds=1e9, log_seconds=1e9, seed=5)
     code = (f"import sys; from pathlib import Path; sys.path.insert(0, {str(REF_DIR)!r}); import pong; "
             f"pong.train(pong.Args(**{kw!r}), Path({str(state)!r}))")
-    # Its own process group, so the kill takes the workers too, as when a machine dies
-    # (SIGKILL of the main process alone leaves its workers blocked on their pipes).
+    # SIGKILL of the main process alone (as the OOM killer would): its workers must notice
+    # and exit by themselves.  Its own process group only so that the test can clean up.
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REF_DIR, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = state / "checkpoint.npz"
@@ -254,9 +266,19 @@ def test_kill_and_resume(tmp_path):
             time.sleep(0.2)
         else:
             pytest.fail("no checkpoint with 2 updates within 90 s")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
         proc.wait()
+        deadline = time.time() + 15
+        while time.time() < deadline and any(map(running, workers)):
+            time.sleep(0.1)
+        assert not any(map(running, workers)), "workers outlived their killed main process"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     ck = read_checkpoint(ckpt)
     meta = ck["meta"]
     assert meta["updates"] >= 2 and meta["episodes"] >= 20 and not meta["finished"]

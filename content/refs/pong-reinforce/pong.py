@@ -45,7 +45,8 @@ Deviations for speed, each an `Args` option whose effect bench/pong.py measures:
 * `--faithful` runs the original loop instead: one env in this process, dense 6400-float
   frames, dense matrix products.
 
-Checkpoints (`--state DIR`) are written at the end of a round: weights, RMSProp caches, the
+Checkpoints (`--state DIR`) are written at the end of a round (format 1 in ref.yml: code that
+reads and continues them the same way may resume them; bump it when that changes): weights, RMSProp caches, the
 partly filled gradient buffer, the action RNG state (JSON), counters and the whole learning
 curve, as one .npz (no pickle), written to a temporary file and renamed.  The emulators'
 state is not saved: on `--resume` the envs restart with fresh seeds derived from the seed
@@ -445,7 +446,11 @@ class EnvGroup:
         return self._message(rewards, dones, frames)
 
 
-def worker_main(conn, group_seeds, max_steps: int) -> None:
+def worker_main(conn, group_seeds, max_steps: int, inherited=()) -> None:
+    # Close the main process's pipe ends this fork inherited (its own and earlier workers'):
+    # otherwise, if the main process is killed, each pipe keeps a writer and no worker sees EOF.
+    for c in inherited:
+        c.close()
     groups = [EnvGroup(seeds, max_steps) for seeds in group_seeds]
     try:
         for g in groups:
@@ -480,7 +485,8 @@ class EnvPool:
         self.next_slot = list(range(W))  # the slot whose frames each worker sends next
         for w in range(W):
             here, there = ctx.Pipe()
-            p = ctx.Process(target=worker_main, args=(there, slot_seeds[w::W], max_steps), daemon=True)
+            p = ctx.Process(target=worker_main, args=(there, slot_seeds[w::W], max_steps, [*self.conns, here]),
+                            daemon=True)
             p.start()
             there.close()
             self.workers.append(p)
@@ -888,7 +894,7 @@ def plot_learning_curve(L: Learner, out: Path) -> None:
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xlabel="episode", ylabel="reward (points for - against)", ylim=(-21.5, 21.5),
            xlim=(0, max(L.episodes, ORIGINAL_EPISODES) * 1.05), title="Pong from pixels: REINFORCE")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)  # the curve climbs through the lower right
     save_figure(fig, out, "learning_curve")
     plt.close(fig)
 
