@@ -94,7 +94,7 @@ def cmd_refs_run(args) -> int:
     from .refs import run_reference
 
     for ref in _selected_refs(args):
-        run_reference(ref, args.profile, resume=args.resume, timeout=args.timeout)
+        run_reference(ref, args.profile, resume=args.resume, timeout=args.timeout, stop_after=args.stop_after)
     return 0
 
 
@@ -387,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=("quick", "full"), default="quick")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint")
     p.add_argument("--timeout", type=float, metavar="S", help="override the manifest's time limit")
+    p.add_argument("--stop-after", type=float, metavar="S",
+                   help="stop a resumable run after S seconds, keeping its checkpoints (continue with --resume)")
     _content_arg(p)
     p.set_defaults(func=cmd_refs_run)
     p = refs_sub.add_parser("verify", help="rerun quick profiles and compare with committed results",

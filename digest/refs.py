@@ -311,18 +311,25 @@ def _install(out: Path, results: Results, target: Path) -> None:
 
 
 def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout: float | None = None,
-                  results_dir: Path | None = None, state_dir: Path | None = None,
-                  progress: Callable[[str], None] | None = None, extra_args: tuple[str, ...] = ()) -> Results:
-    """Run one profile in a subprocess and install its results; raise ReferenceRunError on failure."""
+                  stop_after: float | None = None, results_dir: Path | None = None,
+                  state_dir: Path | None = None, progress: Callable[[str], None] | None = None,
+                  extra_args: tuple[str, ...] = ()) -> Results | None:
+    """Run one profile in a subprocess and install its results; raise ReferenceRunError on failure.
+    With ``stop_after`` (resumable references only) the run is stopped after that many seconds,
+    keeping its checkpoints, and None is returned unless it finished first."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     spec = ref.manifest.profiles.get(profile)
     if spec is None:
         raise UsageError(f"{ref.name} has no '{profile}' profile (it has: {', '.join(ref.manifest.profiles)})")
     timeout = timeout or spec.timeout
     code = code_sha256(ref.dir)
-    if resume and not ref.manifest.resumable:
+    if (resume or stop_after) and not ref.manifest.resumable:
+        option = "--resume" if resume else "--stop-after"
         raise UsageError(f"{ref.name} keeps no checkpoints (its ref.yml has no 'resumable: true'); "
-                         "run it without --resume")
+                         f"run it without {option}")
+    if stop_after is not None and not stop_after > 0:
+        raise UsageError(f"--stop-after takes a number of seconds above 0, not {stop_after:g}")
+    pausing = stop_after is not None and stop_after < timeout
     state = (state_dir or ref.state_dir(profile)) if ref.manifest.resumable else None
     trained_with = _prepare_state(state, code, resume, ref, progress) if state else []
     target = results_dir or ref.results_dir(profile)
@@ -346,9 +353,13 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
         for reader in readers:
             reader.start()
         try:
-            status = proc.wait(timeout=timeout)
+            status = proc.wait(timeout=stop_after if pausing else timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
+            if pausing:  # checkpoints are written atomically: the last one is whole
+                progress(f"[{ref.name}] stopped after {stop_after:.0f} s as asked; its checkpoints stay in "
+                         f"{display_path(state, ref.dir.parent.parent)}: continue with --resume")
+                return None
             raise ReferenceRunError(_failure(ref.name, profile, f"timed out after {timeout:.0f} s", tail)) from None
         finally:
             # Whatever ended the run (success, crash, SIGKILL, timeout, Ctrl-C), nothing it

@@ -165,6 +165,27 @@ def test_hang_is_stopped_at_the_time_limit(project):
         run_reference(toy(project), "quick", timeout=2, progress=lambda line: None)
 
 
+def test_stop_after_pauses_a_long_run_and_keeps_its_state(project):
+    (project / "refs/toy/mode.txt").write_text("hang")
+    said: list[str] = []
+    assert run_reference(toy(project), "quick", stop_after=1, progress=said.append) is None
+    assert any("stopped after 1 s as asked" in line and "continue with --resume" in line for line in said)
+    assert (project / "refs/toy/state/quick/code_sha256.txt").is_file()
+    assert not (project / "refs/toy/results/quick").exists()  # nothing half-done is published
+    # a run that finishes before the pause installs its results as usual
+    (project / "refs/toy/mode.txt").write_text("ok")
+    assert run_reference(toy(project), "quick", stop_after=30, progress=said.append) is not None
+
+
+def test_stop_after_needs_checkpoints_and_a_positive_time(project):
+    with pytest.raises(UsageError, match="above 0"):
+        run_reference(toy(project), "quick", stop_after=0, progress=lambda line: None)
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(TOY_MANIFEST.replace("resumable: true\n", ""), encoding="utf-8")
+    with pytest.raises(UsageError, match="keeps no checkpoints.*without --stop-after"):
+        run_reference(toy(project), "quick", stop_after=5, progress=lambda line: None)
+
+
 def test_a_killed_run_leaves_no_worker_behind(project):
     (project / "refs/toy/mode.txt").write_text("orphan")
     with pytest.raises(ReferenceRunError, match="was killed by signal 9"):
