@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests drive for real (browser, mail and database servers come later).
 SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl postgresql
 
-.PHONY: build test check site refs lint bench bench-site bench-pong golden clean system-deps
+.PHONY: build test check site refs lint bench bench-site bench-pong golden clean system-deps venv
 
 build: $(STAMP)
 	$(BIN)/digest check
@@ -17,6 +17,9 @@ test: $(STAMP) system-deps
 
 check: $(STAMP)
 	$(BIN)/digest check
+
+# Only the virtual environment with the project and its test tools (what the other targets build first).
+venv: $(STAMP)
 
 # actionlint (with shellcheck on `run:` scripts) and zizmor (offline, strictest persona) over
 # .github/workflows, ruff over the code, and `digest check`; all installed by the test extra.

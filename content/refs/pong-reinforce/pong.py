@@ -94,7 +94,7 @@ class Args:
     advantage_norm: str = "episode"  # standardize returns per "episode" (original) or per "batch"
     # --- deviations for speed; bench/pong.py measures them ---
     num_envs: int = 8  # environments stepped in lockstep; 1 = the original
-    num_workers: int = 2  # processes stepping the envs (0 = in this process)
+    num_workers: int = os.cpu_count() or 2  # processes stepping the envs: one per core (0 = in this process)
     env_groups: int = 2  # env groups per worker, so a worker steps one while we think about another
     dtype: str = "float64"  # float type of weights and gradients ("float32" is faster)
     faithful: bool = False  # run the original loop: one env, dense frames, in this process
