@@ -12,8 +12,10 @@ MkDocs renders pages one by one in one process. A `mkdocs build` of many notes
 hands the generated pages outside the navigation to forked workers instead (one
 per core, ``DIGEST_BUILD_WORKERS`` to choose): each worker reads, renders and
 writes its share with MkDocs's own page functions, then reports its log records,
-which the parent logs again, so `--strict` counts them. The parent writes the
-sitemap once every worker is done, so it lists every page.
+which the parent logs again, so `--strict` counts them, and its anchor links into
+other processes' pages, which the parent checks. The parent writes the sitemap
+once every worker is done, so it lists every page. Pages rendered elsewhere stay
+findable for links (``_SiteFiles``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from mkdocs.commands import build as mkdocs_build_module
 from mkdocs.exceptions import Abort, PluginError
@@ -100,7 +102,23 @@ def on_files(files, config):
     for file in site.files:
         _refuse_existing(files, file.path)
         files.append(File.generated(config, file.path, content=file.text))
-    return files
+    return _SiteFiles(files)
+
+
+class _SiteFiles(Files):
+    """MkDocs's files, less those it must not render here (a worker's share; under serve, what is
+    unchanged), which links must still find: a note may link to any other note or figure."""
+
+    def __init__(self, files):
+        super().__init__(files)
+        self.aside: dict[str, File] = {}
+
+    def set_aside(self, file: File) -> None:
+        self.remove(file)
+        self.aside[file.src_uri] = file
+
+    def get_file_from_path(self, path: str) -> File | None:
+        return super().get_file_from_path(path) or self.aside.get(PurePath(path).as_posix())
 
 
 def on_pre_build(config):
@@ -125,7 +143,7 @@ def on_nav(nav, config, files):
         copied = [f for f in files if not f.is_documentation_page() and f.inclusion.is_in_serve()]  # as MkDocs does
         _build_state["static"] = _served.unchanged(copied, _static_key)
         for file in _build_state["static"]:
-            files.remove(file)
+            files.set_aside(file)
     else:
         workers = _worker_count()
         if workers > 1 and len(outside) >= 2 * MIN_SHARE:
@@ -134,7 +152,7 @@ def on_nav(nav, config, files):
                 _workers.append(_fork_worker(share, nav, config, files))
                 _elsewhere.extend(share)
     for file in _elsewhere:
-        files.remove(file)
+        files.set_aside(file)
     if _elsewhere and "sitemap.xml" in config.theme.static_templates:  # MkDocs's would miss them: ours, at the end
         config.theme.static_templates.discard("sitemap.xml")
         _build_state["sitemap"] = True
@@ -154,10 +172,17 @@ def on_env(env, config, files):
 def on_post_build(config):
     """Wait for the workers, log what they logged, fail if one failed; write the unchanged pages
     under `mkdocs serve`; then the sitemap, of every page."""
-    failures = [message for message in (_join_worker(pid, report) for pid, report in _workers) if message]
-    _workers.clear()
+    reports = [_join_worker(pid, report) for pid, report in _workers]
+    failures = [r["failure"] for r in reports if r["failure"]]
     if failures:
         raise PluginError("\n".join(failures))
+    if _workers:
+        anchors, links = _anchor_links_left(_build_state["pages"])
+        for r in reports:
+            anchors.update(r["anchors"])
+            links += r["links"]
+        _check_anchor_links(anchors, links, config.validation.links.anchors)
+    _workers.clear()
     if _served.active:
         _served.write(_elsewhere + _build_state.get("static", []))
         gc.freeze()  # what this rebuild kept is long-lived: later collections need not scan it again
@@ -327,12 +352,39 @@ def _build_share(share: list, nav, config, files, report: Path) -> int:
         everything = files.documentation_pages()
         for file in share:
             mkdocs_build_module._build_page(file.page, config, everything, nav, env)
-        for file in share:  # links into another worker's pages are not checked (MkDocs skips unrendered pages)
+        for file in share:  # MkDocs skips links into pages rendered elsewhere: the parent checks those
             file.page.validate_anchor_links(files=files, log_level=config.validation.links.anchors)
+        anchors, links = _anchor_links_left(share)
     except Exception as exc:  # reported to the parent, which fails the build with it (MkDocs logged the page)
         failure = str(exc) if isinstance(exc, (PluginError, Abort)) else f"{type(exc).__name__}: {exc}"
-    report.write_text(json.dumps({"records": records, "failure": failure}), encoding="utf-8")
+        anchors, links = {}, []
+    report.write_text(json.dumps({"records": records, "failure": failure, "anchors": anchors, "links": links}),
+                      encoding="utf-8")
     return 1 if failure else 0
+
+
+def _anchor_links_left(files) -> tuple[dict[str, list[str]], list[list[str]]]:
+    """Of the pages rendered in this process: the anchors of each, and the links with an anchor into
+    pages rendered in another (whose anchors MkDocs could not see here) as [from, to, anchor, link]."""
+    anchors, links = {}, []
+    for file in files:
+        page = file.page
+        if page is None or page.present_anchor_ids is None:
+            continue
+        anchors[file.src_uri] = sorted(page.present_anchor_ids)
+        for target, found in (page.links_to_anchors or {}).items():
+            if target.page is None or target.page.present_anchor_ids is None:
+                links.extend([file.src_uri, target.src_uri, anchor, link] for anchor, link in found.items())
+    return anchors, links
+
+
+def _check_anchor_links(anchors: dict[str, list[str]], links: list[list[str]], level: int) -> None:
+    """What MkDocs's validate_anchor_links says, for links between pages rendered in different processes."""
+    pages_log = logging.getLogger("mkdocs.structure.pages")
+    for source, target, anchor, link in links:
+        if target in anchors and anchor not in anchors[target]:
+            pages_log.log(level, f"Doc file '{source}' contains a link '{link}', but the doc '{target}' "
+                                 f"does not contain an anchor '#{anchor}'.")
 
 
 class _RecordKeeper(logging.Handler):
@@ -344,8 +396,9 @@ class _RecordKeeper(logging.Handler):
         self.records.append({"name": record.name, "level": record.levelno, "message": record.getMessage()})
 
 
-def _join_worker(pid: int, report: str) -> str:
-    """Wait for a worker, log its records here, and return its failure ('' when it succeeded)."""
+def _join_worker(pid: int, report: str) -> dict:
+    """Wait for a worker, log its records here, and return its report: failure ('' when it succeeded),
+    the anchors of its pages, its links into other processes' pages."""
     _, status = os.waitpid(pid, 0)
     path = Path(report)
     try:
@@ -355,10 +408,11 @@ def _join_worker(pid: int, report: str) -> str:
     finally:
         path.unlink(missing_ok=True)
     if found is None:
-        return f"a page worker (pid {pid}) died without a report (status {status}); run again with {WORKERS_ENV}=1"
+        return {"failure": f"a page worker (pid {pid}) died without a report (status {status}); "
+                           f"run again with {WORKERS_ENV}=1"}
     for record in found["records"]:
         logging.getLogger(record["name"]).log(record["level"], record["message"])
-    return found["failure"]
+    return found
 
 
 def _stop_worker(pid: int) -> None:

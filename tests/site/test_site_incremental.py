@@ -24,9 +24,33 @@ from bench.synthetic import write_site_content  # noqa: E402
 NOTES = 260  # enough pages outside the navigation for two workers (the adapter's MIN_SHARE each)
 
 
+BROKEN_ANCHORS = 12  # links to another note's anchor that does not exist
+
+
 @pytest.fixture(scope="module")
 def many_notes(tmp_path_factory) -> Path:
-    return write_site_content(tmp_path_factory.mktemp("many"), NOTES)
+    """Synthetic notes that link to each other, as contributors' notes do: the first one (which the serve
+    tests edit) to another note and to a stylesheet, a dozen to anchors that other notes lack."""
+    content = write_site_content(tmp_path_factory.mktemp("many"), NOTES)
+    notes = sorted((content / "notes").rglob("*.yml"))
+    links = {notes[0]: [f"[마지막 노트]({docs_link(notes[0], notes[-1])})",
+                        "[스타일](../../assets/stylesheets/digest.css)"]}
+    for k in range(BROKEN_ANCHORS):
+        source, target = notes[(37 * k + 5) % NOTES], notes[(53 * k + 11) % NOTES]
+        links.setdefault(source, []).append(f"[다른 노트]({docs_link(source, target)}#no-such-part-{k})")
+    for source, lines in links.items():
+        text = source.read_text(encoding="utf-8")
+        source.write_text(text.replace("body: |\n", "body: |\n  " + " ".join(lines) + "\n\n", 1), encoding="utf-8")
+    return content
+
+
+def docs_link(source: Path, target: Path) -> str:
+    """A note's Markdown link to another note, as a contributor writes it (pages are notes/<year>/<slug>.md)."""
+    return os.path.relpath(f"notes/{target.parent.name}/{target.stem}.md", f"notes/{source.parent.name}")
+
+
+def anchor_problems(log: str) -> list[str]:
+    return sorted(line.split(" - ", 1)[1] for line in log.splitlines() if "does not contain an anchor" in line)
 
 
 def differences(left: Path, right: Path, ignore=("sitemap.xml.gz",)) -> list[str]:
@@ -56,6 +80,9 @@ def test_a_build_shared_among_workers_writes_the_same_site_as_one_process(many_n
         os.environ.update(env)
     assert "more process(es)" not in single.stderr
     assert "go to 1 more process(es)" in shared.stderr
+    # links between pages that different processes rendered resolve, and their anchors are checked
+    assert len(anchor_problems(single.stderr)) == BROKEN_ANCHORS
+    assert anchor_problems(shared.stderr) == anchor_problems(single.stderr)
     pages = list(two.rglob("index.html"))
     assert len(pages) > 2 * NOTES * 0.9
     assert differences(one, two) == []
