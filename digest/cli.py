@@ -113,7 +113,7 @@ def cmd_refs_verify(args) -> int:
 
 
 def cmd_refs_status(args) -> int:
-    from .refs import is_fresh
+    from .refs import is_fresh, state_summary
 
     for ref in _selected_refs(args):
         for profile in ref.manifest.profiles:
@@ -123,6 +123,8 @@ def cmd_refs_status(args) -> int:
             else:
                 state = ("fresh" if is_fresh(ref, profile) else "STALE") + f", finished {result.finished}"
             print(f"{ref.name:<20} {profile:<6} {state}")
+            if saved := state_summary(ref, profile):
+                print(f"{'':<20} {'':<6} {saved}")
     return 0
 
 

@@ -35,6 +35,8 @@ TOY_SCRIPT = textwrap.dedent('''
         print("something broke in step 3", file=sys.stderr)
         sys.exit(3)
     if mode == "hang":
+        if args.state:
+            (Path(args.state) / "checkpoint.txt").write_text("step 1")
         time.sleep(60)
     if mode == "orphan":  # start a worker, then die by SIGKILL as the OOM killer would kill it
         import signal, subprocess
@@ -165,16 +167,21 @@ def test_hang_is_stopped_at_the_time_limit(project):
         run_reference(toy(project), "quick", timeout=2, progress=lambda line: None)
 
 
-def test_stop_after_pauses_a_long_run_and_keeps_its_state(project):
+def test_stop_after_pauses_a_long_run_and_keeps_its_state(project, capsys):
     (project / "refs/toy/mode.txt").write_text("hang")
     said: list[str] = []
     assert run_reference(toy(project), "quick", stop_after=1, progress=said.append) is None
     assert any("stopped after 1 s as asked" in line and "continue with --resume" in line for line in said)
-    assert (project / "refs/toy/state/quick/code_sha256.txt").is_file()
+    assert (project / "refs/toy/state/quick/checkpoint.txt").read_text() == "step 1"
     assert not (project / "refs/toy/results/quick").exists()  # nothing half-done is published
+    assert main(["refs", "status", "toy"]) == 0
+    status = capsys.readouterr().out
+    assert "no results" in status and "continue: digest refs run toy --profile quick --resume" in status
     # a run that finishes before the pause installs its results as usual
     (project / "refs/toy/mode.txt").write_text("ok")
     assert run_reference(toy(project), "quick", stop_after=30, progress=said.append) is not None
+    assert main(["refs", "status", "toy"]) == 0
+    assert "continue:" not in capsys.readouterr().out  # the results are newer than the checkpoint
 
 
 def test_stop_after_needs_checkpoints_and_a_positive_time(project):
