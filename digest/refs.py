@@ -225,22 +225,30 @@ class StateWriter:
         return 1 if self.format is None else self.format  # lines older than formats count as the first
 
 
+def _state_writers(marker: Path) -> list[StateWriter]:
+    """The code that wrote a state folder, oldest first (empty when the folder has no record)."""
+    if not marker.is_file():
+        return []
+    return [StateWriter.parse(line) for line in marker.read_text().splitlines() if line.strip()]
+
+
 def state_summary(ref: Reference, profile: str) -> str | None:
     """One line on the checkpoints a stopped resumable run left: None when there are none, or when
     the profile's results are newer (the run they belong to went on to finish)."""
     state = ref.state_dir(profile)
     marker = _state_hash_file(state)
     saved = [f for f in state.rglob("*") if f.is_file() and f != marker] if state.is_dir() else []
-    if not ref.manifest.resumable or not saved or not marker.is_file():
+    writers = _state_writers(marker)
+    if not ref.manifest.resumable or not saved or not writers:
         return None
     newest = dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in saved), dt.UTC)
     results = ref.results.get(profile)
     if results and dt.datetime.fromisoformat(results.finished.replace("Z", "+00:00")) >= newest:
         return None
-    writers = [StateWriter.parse(line) for line in marker.read_text().splitlines() if line.strip()]
     earlier = f"; earlier code {', '.join(w.code[:12] for w in writers[:-1])}" if len(writers) > 1 else ""
-    return (f"unfinished run: state last written {newest:%Y-%m-%d %H:%M} UTC, by code {writers[-1].code[:12]} (format "
-            f"{writers[-1].effective_format}){earlier}; continue: digest refs run {ref.name} --profile {profile} "
+    last = writers[-1]
+    return (f"unfinished run: state last written {newest:%Y-%m-%d %H:%M} UTC, by code {last.code[:12]} "
+            f"(format {last.effective_format}){earlier}; continue: digest refs run {ref.name} --profile {profile} "
             "--resume")
 
 
@@ -252,8 +260,7 @@ def _prepare_state(state: Path, code: str, resume: bool, ref: Reference,
     marker = _state_hash_file(state)
     fmt = ref.manifest.checkpoint_format
     me = StateWriter(code, fmt, _now())
-    writers = [StateWriter.parse(line) for line in marker.read_text().splitlines() if line.strip()] \
-        if resume and marker.is_file() else []
+    writers = _state_writers(marker) if resume else []
     if not writers:
         state.mkdir(parents=True, exist_ok=True)
         marker.write_text(me.line())
