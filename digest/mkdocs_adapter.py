@@ -173,16 +173,16 @@ def on_post_build(config):
     """Wait for the workers, log what they logged, fail if one failed; write the unchanged pages
     under `mkdocs serve`; then the sitemap, of every page."""
     reports = [_join_worker(pid, report) for pid, report in _workers]
+    _workers.clear()  # all reaped: nothing for on_build_error to stop
     failures = [r["failure"] for r in reports if r["failure"]]
     if failures:
         raise PluginError("\n".join(failures))
-    if _workers:
+    if reports:
         anchors, links = _anchor_links_left(_build_state["pages"])
         for r in reports:
             anchors.update(r["anchors"])
             links += r["links"]
         _check_anchor_links(anchors, links, config.validation.links.anchors)
-    _workers.clear()
     if _served.active:
         _served.write(_elsewhere + _build_state.get("static", []))
         gc.freeze()  # what this rebuild kept is long-lived: later collections need not scan it again
