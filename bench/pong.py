@@ -32,10 +32,16 @@ def load_pong():
     return module
 
 
-def learner_rate(pong, args) -> float:
-    """Steps/s of the training loop (environment setup excluded)."""
+def learner_rate(pong, args) -> tuple[float, str]:
+    """Steps/s of the training loop (environment setup excluded), and the cores it kept busy."""
+    before = os.times()
     _, info = pong.train(args)
-    return info["loop_steps"] / info["loop_seconds"]
+    after = os.times()
+    main = (after.user - before.user) + (after.system - before.system)
+    workers = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    seconds = info["loop_seconds"]
+    return info["loop_steps"] / seconds, (f"main {main / seconds:.2f}, workers {workers / seconds:.2f} "
+                                          "(with their emulators' start-up)")
 
 
 def raw_worker(seconds: float, seed: int, conn) -> None:
@@ -88,19 +94,19 @@ def main() -> None:
     rows = {}
     if "a" not in ns.skip:
         faithful = dataclasses.replace(base, faithful=True)
-        rows["a"] = ("faithful original loop (1 env, dense)", learner_rate(pong, faithful))
+        rows["a"] = ("faithful original loop (1 env, dense)", *learner_rate(pong, faithful))
     if "b" not in ns.skip:
         b_args = dataclasses.replace(base, num_envs=ns.num_envs, num_workers=ns.num_workers,
                                      env_groups=ns.env_groups, dtype=ns.dtype)
         label = (f"this implementation ({ns.num_envs} envs, {ns.num_workers} workers, "
                  f"{ns.env_groups} groups, {ns.dtype})")
-        rows["b"] = (label, learner_rate(pong, b_args))
+        rows["b"] = (label, *learner_rate(pong, b_args))
     if "c" not in ns.skip:
-        rows["c"] = (f"raw emulator, random actions, {cores} processes", raw_rate(ns.seconds, cores))
+        rows["c"] = (f"raw emulator, random actions, {cores} processes", raw_rate(ns.seconds, cores), "")
     print(f"\nPong agent steps per second, {ns.seconds:.0f} s each, {cores} cores\n")
-    print("| run | what | steps/s |\n|---|---|---:|")
-    for key, (label, rate) in rows.items():
-        print(f"| {key} | {label} | {rate:,.0f} |")
+    print("| run | what | steps/s | cores busy |\n|---|---|---:|---|")
+    for key, (label, rate, busy) in rows.items():
+        print(f"| {key} | {label} | {rate:,.0f} | {busy} |")
     if "a" in rows and "b" in rows:
         print(f"\nb/a = {rows['b'][1] / rows['a'][1]:.2f}")
     if "b" in rows and "c" in rows:
