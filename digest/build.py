@@ -39,7 +39,7 @@ def build(content_root: Path, site_dir: Path, outbox: Path) -> None:
     _step(f"{len(content.published)} notes valid; building site into {site_dir}/")
     from . import mkdocs_adapter
 
-    mkdocs_adapter.build(site_dir=str(site_dir))
+    mkdocs_adapter.build(site_dir=str(site_dir), content=(content_root, (content, refs)))
     compose_digest(content, outbox)
     _step(f"done in {time.perf_counter() - start:.1f}s")
 

@@ -73,6 +73,8 @@ def _project_root(config) -> Path:
 
 
 def _content_root(config) -> Path:
+    if _given:
+        return _given["root"]
     other = os.environ.get(CONTENT_ENV)
     return Path(other).resolve() if other else _project_root(config) / CONTENT_DIR
 
@@ -81,7 +83,7 @@ def on_files(files, config):
     """Add every generated page, asset and file as a virtual file; content errors stop the build."""
     started = time.perf_counter()
     try:
-        content, refs = load_content(_content_root(config))
+        content, refs = _given["loaded"] if _given else load_content(_content_root(config))
         site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""),
                            memo=_served.memo if _served.active else None)
     except ContentInvalid as exc:
@@ -281,8 +283,11 @@ class _ServedPages:
 
 
 SERVED = _ServedPages()
-# The hook copy of this file uses the imported copy's, which outlives rebuilds.
-_served = SERVED if __name__ == "digest.mkdocs_adapter" else importlib.import_module("digest.mkdocs_adapter").SERVED
+GIVEN: dict = {}  # set by build() for `digest build`: the content folder and what it loaded from it
+# The hook copy of this file uses the imported copy's, which outlives rebuilds (importing it from
+# itself, mid-import, returns the module as it stands: both names are defined above).
+_imported = importlib.import_module("digest.mkdocs_adapter")
+_served, _given = _imported.SERVED, _imported.GIVEN
 
 
 def _page_key(page, setting: str) -> str:
@@ -464,15 +469,21 @@ def on_serve(server, config, builder):
     return server
 
 
-def build(config_file: str = "mkdocs.yml", site_dir: str | None = None, strict: bool = True) -> None:
-    """``mkdocs build`` from Python, for ``digest build``."""
+def build(config_file: str = "mkdocs.yml", site_dir: str | None = None, strict: bool = True,
+          content: tuple | None = None) -> None:
+    """``mkdocs build`` from Python, for ``digest build``. ``content``: (folder, (content, refs)) that the
+    caller has loaded and checked: the site is built from exactly that, without loading it again."""
     from mkdocs.commands.build import build as mkdocs_build
     from mkdocs.config import load_config
 
     os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")  # the EOL notice is ours to track, not the reader's
     overrides = {"site_dir": site_dir} if site_dir else {}
     config = load_config(config_file, strict=strict, **overrides)
+    if content:
+        GIVEN.update(root=Path(content[0]).resolve(), loaded=content[1])
     try:
         mkdocs_build(config)
     except (PluginError, Abort) as exc:
         raise SiteBuildError(str(exc)) from None
+    finally:
+        GIVEN.clear()

@@ -56,3 +56,23 @@ def test_missing_content_folder_is_explained(tmp_path):
     assert result.returncode == 2
     assert "no notes folder" in result.stderr and "--content" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_build_makes_the_site_from_the_content_it_was_given(tmp_path, monkeypatch):
+    """`digest build --content DIR` checks DIR, builds the site from DIR and composes the digest from DIR."""
+    import shutil
+
+    from digest.cli import main
+
+    content = tmp_path / "content"
+    (content / "notes" / "2016").mkdir(parents=True)
+    for name in ("tags.yml", "people.yml"):
+        shutil.copy(ROOT / "content" / name, content / name)
+    shutil.copy(ROOT / "content" / "notes" / "2016" / "fast-weights-rnn.yml", content / "notes" / "2016")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("DIGEST_CONTENT", raising=False)
+    assert main(["build", "--content", str(content), "--site-dir", str(tmp_path / "site"),
+                 "--outbox", str(tmp_path / "outbox")]) == 0
+    built = {p.parent.name for p in (tmp_path / "site" / "notes").rglob("index.html")}
+    assert "fast-weights-rnn" in built
+    assert "reinforce-pong-at-gym" not in built  # a note of ./content, not of the content given
