@@ -15,7 +15,6 @@ it writes ``results/<profile>/results.json`` and its figures, stamped with
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -285,7 +284,7 @@ def _prepare_state(state: Path, code: str, resume: bool, ref: Reference,
 
 
 def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, seed: int,
-                     started: str, wall: float) -> Results:
+                     started: str, wall: float, trained_with: list[str]) -> Results:
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():
         raise ReferenceRunError(f"{ref.name} ({profile}) wrote no metrics.json")
@@ -314,7 +313,7 @@ def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, seed: i
         name=ref.name, profile=profile, code_sha256=code, python=platform.python_version(),
         numpy=versions.get("numpy") or package_versions(["numpy"])["numpy"], packages=versions,
         platform=platform.platform(), seed=seed, started=started, finished=_now(),
-        wall_seconds=round(wall, 3), metrics=metrics, figures=figures,
+        wall_seconds=round(wall, 3), metrics=metrics, figures=figures, trained_with=trained_with,
     )
 
 
@@ -380,8 +379,7 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
             reader.start()
         try:
             status = proc.wait(timeout=stop_after if pausing else timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
+        except subprocess.TimeoutExpired:  # the finally below stops the run
             if pausing:  # checkpoints are written atomically: the last one is whole
                 progress(f"[{ref.name}] stopped after {stop_after:.0f} s as asked; its checkpoints stay in "
                          f"{display_path(state, ref.dir.parent.parent)}: continue with --resume")
@@ -400,8 +398,7 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
             raise ReferenceRunError(_failure(ref.name, profile, how, tail))
         if code_sha256(ref.dir) != code:
             raise ReferenceRunError(f"{ref.name}: its code changed while it ran; run it again")
-        results = _collect_outputs(ref, out, profile, code, ref.manifest.seed, started, wall)
-        results = dataclasses.replace(results, trained_with=trained_with)
+        results = _collect_outputs(ref, out, profile, code, ref.manifest.seed, started, wall, trained_with)
         _install(out, results, target)
     progress(f"[{ref.name}] {profile} done in {wall:.1f} s, {len(results.metrics)} metrics, "
              f"{len(results.figures)} figures → {display_path(target, ref.dir.parent.parent)}")
