@@ -98,6 +98,15 @@ def cmd_refs_run(args) -> int:
     return 0
 
 
+def cmd_refs_progress(args) -> int:
+    from .refs import report_progress
+
+    for ref in _selected_refs(args):
+        if args.names or ref.manifest.progress:  # by default, the references that show progress
+            report_progress(ref, args.profile)
+    return 0
+
+
 def cmd_refs_verify(args) -> int:
     from .refs import drift_table, verify
 
@@ -125,6 +134,8 @@ def cmd_refs_status(args) -> int:
             print(f"{ref.name:<20} {profile:<6} {state}")
             if saved := state_summary(ref, profile):
                 print(f"{'':<20} {'':<6} {saved}")
+            if report := ref.unfinished(profile):
+                print(f"{'':<20} {'':<6} the site shows its progress as of {report.finished}")
     return 0
 
 
@@ -393,6 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop a resumable run after S seconds, keeping its checkpoints (continue with --resume)")
     _content_arg(p)
     p.set_defaults(func=cmd_refs_run)
+    p = refs_sub.add_parser("progress", help="draw an unfinished run's progress from its last checkpoint",
+                            description="Have each resumable reference's script read the last checkpoint of "
+                                        "an unfinished run (no training) and write its numbers and figures to "
+                                        "state/<profile>/progress/, which notes show with ref_progress until "
+                                        "the run finishes. --stop-after does this by itself.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="references (default: all)")
+    p.add_argument("--profile", choices=("quick", "full"), default="full")
+    _content_arg(p)
+    p.set_defaults(func=cmd_refs_progress)
     p = refs_sub.add_parser("verify", help="rerun quick profiles and compare with committed results",
                             description="Rerun each quick profile in a temporary folder and compare every "
                                         "metric with the committed quick results within its tolerance; "

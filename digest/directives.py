@@ -2,9 +2,11 @@
 
     {{ ref("backprop-gates", "neuron.output", fmt=".4f") }}   → the value, formatted
     {{ ref_figure("pong-reinforce", "learning_curve") }}      → the figure with a caption
+    {{ ref_progress("pong-reinforce", "full") }}              → while that profile's run is unfinished:
+                                                                 its last checkpoint's numbers and figures
 
 Bodies come from strangers' pull requests, so they are never evaluated as
-templates: these two forms are matched by a regular expression, their
+templates: these forms are matched by a regular expression, their
 arguments must be string literals, and anything else in ``{{ }}`` is left as text.
 """
 
@@ -14,25 +16,25 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .model import NUMBER_FORMAT_RE as FORMAT_RE  # noqa: F401 (validate checks fmt= with it)
+
 # Opening of a directive: enough to find mistakes (a typo in an argument) and point at them.
-OPENING_RE = re.compile(r"\{\{\s*(ref|ref_figure)\s*\(")
+OPENING_RE = re.compile(r"\{\{\s*(ref|ref_figure|ref_progress)\s*\(")
 DIRECTIVE_RE = re.compile(
-    r"""\{\{\s*(?P<kind>ref|ref_figure)\s*\(\s*
+    r"""\{\{\s*(?P<kind>ref|ref_figure|ref_progress)\s*\(\s*
         (?P<q1>["'])(?P<name>[a-z0-9-]+)(?P=q1)\s*,\s*
         (?P<q2>["'])(?P<item>[A-Za-z0-9_.-]+)(?P=q2)\s*
         (?:,\s*fmt\s*=\s*(?P<q3>["'])(?P<fmt>[^"']*)(?P=q3)\s*)?
         \)\s*\}\}""",
     re.VERBOSE,
 )
-# A safe subset of Python's format spec: fill/align, sign, width, grouping, precision, type.
-FORMAT_RE = re.compile(r"^[<>=^]?[+\- ]?#?0?\d{0,2}[,_]?(?:\.\d{1,2})?[eEfFgGd%]?$")
 
 
 @dataclass(frozen=True)
 class Directive:
-    kind: str  # "ref" or "ref_figure"
+    kind: str  # "ref", "ref_figure" or "ref_progress"
     name: str  # reference name
-    item: str  # metric or figure stem
+    item: str  # metric, figure stem or profile
     fmt: str | None
     line: int  # 0-based line inside the body
     col: int  # 0-based column inside that line

@@ -109,6 +109,8 @@ METRIC_RE = re.compile(r"^[a-z0-9_]+(?:\.[a-z0-9_]+)*$")
 FIGURE_RE = re.compile(r"^[a-z0-9_-]+$")
 PROFILE_RE = re.compile(r"^(quick|full)$")
 TOLERANCE_RE = re.compile(r"^(exact|none|[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?)$")
+# A safe subset of Python's format spec: fill/align, sign, width, grouping, precision, type.
+NUMBER_FORMAT_RE = re.compile(r"^[<>=^]?[+\- ]?#?0?\d{0,2}[,_]?(?:\.\d{1,2})?[eEfFgGd%]?$")
 PROFILES = ("quick", "full")
 
 
@@ -132,6 +134,21 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class ProgressMetric:
+    label: str = spec("Korean label shown beside the value", example="에피소드")
+    fmt: str = spec("number format, as in ref(..., fmt=...)", pattern=NUMBER_FORMAT_RE, default="",
+                    example=",d")
+
+
+@dataclass(frozen=True)
+class ProgressSpec:
+    metrics: dict[str, ProgressMetric] = spec("metrics a checkpoint can report (a subset of 'metrics')",
+                                              key_pattern=METRIC_RE, example="{episodes: {label: 에피소드}}")
+    figures: tuple[str, ...] = spec("figures drawn from a checkpoint (a subset of 'figures')", pattern=FIGURE_RE,
+                                    default=(), example="[learning_curve]")
+
+
+@dataclass(frozen=True)
 class RefManifest:
     """content/refs/<name>/ref.yml: what a reference implementation runs and produces."""
 
@@ -152,6 +169,9 @@ class RefManifest:
         "checkpoints of other code with the same format (bump it when the algorithm or the checkpoint "
         "changes); without it only the code that wrote a checkpoint may continue it",
         default=None, example="1")
+    progress: ProgressSpec | None = spec(
+        "for resumable runs: what a stopped run's checkpoint shows on the site while training goes on "
+        "(the script's --progress mode draws it; cite it with ref_progress)", default=None)
     packages: tuple[str, ...] = spec("packages whose versions are recorded with the results",
                                      default=("numpy", "matplotlib"), example="[numpy, gymnasium]")
     name: str = field(default="", metadata={"internal": True})

@@ -10,6 +10,11 @@ it writes ``results/<profile>/results.json`` and its figures, stamped with
 * ``digest refs verify`` reruns the quick profile and compares each metric with
   the committed quick results within the manifest's tolerance.
 * ``digest build`` reruns only references whose results are missing or stale.
+
+A resumable run stopped before its end (``--stop-after``) publishes nothing under
+``results/``; if its manifest declares ``progress``, the script's ``--progress`` mode
+draws what its last checkpoint shows into ``state/<profile>/progress/`` (same
+``results.json`` form), which a note cites with ``ref_progress`` until the run finishes.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from .refhash import PROJECT_ROOT, code_sha256
 from .validate import _Reader
 
 RESULTS_FILE = "results.json"
+PROGRESS_DIR = "progress"  # inside state/<profile>/: the last progress report of an unfinished run
+PROGRESS_TIMEOUT = 600  # seconds for a progress report: it reads a checkpoint and draws, no training
 FIGURE_SUFFIXES = (".png", ".svg", ".gif", ".webp")
 STDERR_TAIL = 15
 # Pin BLAS threads: on 2 cores an unpinned OpenBLAS oversubscribes and runs slower.
@@ -83,6 +90,7 @@ class Reference:
     manifest: RefManifest
     dir: Path
     results: dict[str, Results]  # committed results by profile
+    progress: dict[str, Results] = field(default_factory=dict)  # progress reports of unfinished runs
 
     @property
     def name(self) -> str:
@@ -93,6 +101,13 @@ class Reference:
 
     def state_dir(self, profile: str) -> Path:
         return self.dir / "state" / profile
+
+    def progress_dir(self, profile: str) -> Path:
+        return self.state_dir(profile) / PROGRESS_DIR
+
+    def unfinished(self, profile: str) -> Results | None:
+        """The progress report of the profile's run while it has no results of its own."""
+        return None if profile in self.results else self.progress.get(profile)
 
     def shown(self) -> Results | None:
         """What the site shows: the full result when there is one, else the quick one."""
@@ -118,22 +133,51 @@ def load_references(content_root: Path, diagnostics: list[Diagnostic] | None = N
         manifest = reader.record(RefManifest, source.node, extra={"name": ref_dir.name, "path": source.path})
         if manifest is None:
             continue
-        if not (ref_dir / manifest.entry).is_file():
-            diagnostics.append(Diagnostic(source.path, 1, 1, "error", f"entry '{manifest.entry}' does not exist",
-                                          f"create {ref_dir.name}/{manifest.entry} or fix 'entry'"))
+        problems = _manifest_problems(manifest, ref_dir)
+        diagnostics.extend(Diagnostic(source.path, 1, 1, "error", message, hint) for message, hint in problems)
+        if problems:
             continue
-        results = {}
-        for profile in PROFILES:
-            path = ref_dir / "results" / profile / RESULTS_FILE
-            if path.is_file():
-                try:
-                    results[profile] = read_results(path)
-                except (ValueError, TypeError) as exc:
-                    diagnostics.append(Diagnostic(display_path(path, content_root), 1, 1, "error",
-                                                  f"unreadable results ({exc})",
-                                                  f"rerun: digest refs run {ref_dir.name} --profile {profile}"))
-        refs[ref_dir.name] = Reference(manifest, ref_dir, results)
+        results = _read_reports(ref_dir / "results", ref_dir.name, content_root, diagnostics)
+        progress = _read_reports(ref_dir / "state", ref_dir.name, content_root, diagnostics, PROGRESS_DIR,
+                                 "progress")
+        refs[ref_dir.name] = Reference(manifest, ref_dir, results, progress)
     return refs
+
+
+def _manifest_problems(manifest: RefManifest, ref_dir: Path) -> list[tuple[str, str]]:
+    """(message, hint) for what the fields of ref.yml say about each other and the folder."""
+    problems = []
+    if not (ref_dir / manifest.entry).is_file():
+        problems.append((f"entry '{manifest.entry}' does not exist",
+                         f"create {ref_dir.name}/{manifest.entry} or fix 'entry'"))
+    spec = manifest.progress
+    if spec is not None:
+        if not manifest.resumable:
+            problems.append(("'progress' needs 'resumable: true': only a run that keeps checkpoints has progress",
+                             "add 'resumable: true' or remove 'progress'"))
+        for kind, wanted, declared in (("metric", spec.metrics, manifest.metrics),
+                                       ("figure", spec.figures, manifest.figures)):
+            for name in wanted:
+                if name not in declared:
+                    problems.append((f"progress names {kind} '{name}', which is not in '{kind}s'",
+                                     f"add it to '{kind}s' or remove it from 'progress'"))
+    return problems
+
+
+def _read_reports(folder: Path, name: str, content_root: Path, diagnostics: list[Diagnostic],
+                  inner: str = "", command: str = "run") -> dict[str, Results]:
+    """``folder/<profile>/[inner/]results.json`` of each profile that has one."""
+    reports = {}
+    for profile in PROFILES:
+        path = folder / profile / inner / RESULTS_FILE
+        if path.is_file():
+            try:
+                reports[profile] = read_results(path)
+            except (ValueError, TypeError) as exc:
+                diagnostics.append(Diagnostic(display_path(path, content_root), 1, 1, "error",
+                                              f"unreadable results ({exc})",
+                                              f"rerun: digest refs {command} {name} --profile {profile}"))
+    return reports
 
 
 def package_versions(names) -> dict[str, str]:
@@ -187,7 +231,11 @@ def is_fresh(ref: Reference, profile: str) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return _stamp(dt.datetime.now(dt.UTC))
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _relay(stream, prefix: str, tail: collections.deque, progress: Callable[[str], None]) -> None:
@@ -231,16 +279,24 @@ def _state_writers(marker: Path) -> list[StateWriter]:
     return [StateWriter.parse(line) for line in marker.read_text().splitlines() if line.strip()]
 
 
+def _checkpoint_time(state: Path) -> dt.datetime | None:
+    """When the run last wrote its checkpoints (not the engine's record or progress report); None: never."""
+    if not state.is_dir():
+        return None
+    ours = {_state_hash_file(state)}
+    saved = [f for f in state.rglob("*")
+             if f.is_file() and f not in ours and f.relative_to(state).parts[0] != PROGRESS_DIR]
+    return dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in saved), dt.UTC) if saved else None
+
+
 def state_summary(ref: Reference, profile: str) -> str | None:
     """One line on the checkpoints a stopped resumable run left: None when there are none, or when
     the profile's results are newer (the run they belong to went on to finish)."""
     state = ref.state_dir(profile)
-    marker = _state_hash_file(state)
-    saved = [f for f in state.rglob("*") if f.is_file() and f != marker] if state.is_dir() else []
-    writers = _state_writers(marker)
-    if not ref.manifest.resumable or not saved or not writers:
+    newest = _checkpoint_time(state)
+    writers = _state_writers(_state_hash_file(state))
+    if not ref.manifest.resumable or newest is None or not writers:
         return None
-    newest = dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in saved), dt.UTC)
     results = ref.results.get(profile)
     if results and dt.datetime.fromisoformat(results.finished.replace("Z", "+00:00")) >= newest:
         return None
@@ -283,8 +339,12 @@ def _prepare_state(state: Path, code: str, resume: bool, ref: Reference,
     return [w.code for w in writers]
 
 
-def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, seed: int,
-                     started: str, wall: float, trained_with: list[str]) -> Results:
+def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, started: str, wall: float,
+                     trained_with: list[str], metric_names=None, figure_stems=None,
+                     finished: str | None = None) -> Results:
+    """The run's metrics.json and figures as Results (all the manifest declares, or the names given)."""
+    metric_names = list(ref.manifest.metrics) if metric_names is None else list(metric_names)
+    figure_stems = ref.manifest.figures if figure_stems is None else figure_stems
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():
         raise ReferenceRunError(f"{ref.name} ({profile}) wrote no metrics.json")
@@ -292,17 +352,17 @@ def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, seed: i
         raw = json.loads(metrics_path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ReferenceRunError(f"{ref.name} ({profile}) wrote unreadable metrics.json: {exc}") from None
-    missing = [m for m in ref.manifest.metrics if m not in raw]
+    missing = [m for m in metric_names if m not in raw]
     if missing:
         raise ReferenceRunError(f"{ref.name} ({profile}) did not produce metrics: {', '.join(missing)}")
     metrics = {}
-    for name in ref.manifest.metrics:
+    for name in metric_names:
         value = raw[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ReferenceRunError(f"{ref.name} ({profile}) metric {name} is {value!r}, not a finite number")
         metrics[name] = value
     figures = {}
-    for stem in ref.manifest.figures:
+    for stem in figure_stems:
         files = [f"{stem}{suffix}" for suffix in FIGURE_SUFFIXES if (out / f"{stem}{suffix}").is_file()]
         if not files:
             raise ReferenceRunError(f"{ref.name} ({profile}) did not produce figure '{stem}' "
@@ -312,13 +372,14 @@ def _collect_outputs(ref: Reference, out: Path, profile: str, code: str, seed: i
     return Results(
         name=ref.name, profile=profile, code_sha256=code, python=platform.python_version(),
         numpy=versions.get("numpy") or package_versions(["numpy"])["numpy"], packages=versions,
-        platform=platform.platform(), seed=seed, started=started, finished=_now(),
+        platform=platform.platform(), seed=ref.manifest.seed, started=started, finished=finished or _now(),
         wall_seconds=round(wall, 3), metrics=metrics, figures=figures, trained_with=trained_with,
     )
 
 
 def _install(out: Path, results: Results, target: Path) -> None:
     """Replace ``target`` with the new results in one rename, so a failure leaves the old ones."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -335,13 +396,50 @@ def _install(out: Path, results: Results, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _command(ref: Reference, profile: str, out: Path, state: Path | None, *flags: str) -> list[str]:
+    """How the engine calls a reference's script (content/refs/README.md)."""
+    command = [sys.executable, ref.manifest.entry, "--profile", profile, "--out", str(out),
+               "--seed", str(ref.manifest.seed)]
+    return command + (["--state", str(state.resolve())] if state else []) + list(flags)
+
+
+def _execute(ref: Reference, command: list[str], limit: float,
+             progress: Callable[[str], None]) -> tuple[int | None, collections.deque, float]:
+    """Run ``command`` in the reference folder, relaying its output, for at most ``limit`` seconds.
+    Returns its exit status (None: still running at the limit, and stopped), the last lines of its
+    output and its wall time."""
+    env = dict(os.environ, **CHILD_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    start = time.monotonic()
+    proc = subprocess.Popen(command, cwd=ref.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    tail: collections.deque = collections.deque(maxlen=STDERR_TAIL)
+    readers = [threading.Thread(target=_relay, args=(stream, f"[{ref.name}] ", tail, progress), daemon=True)
+               for stream in (proc.stdout, proc.stderr)]
+    for reader in readers:
+        reader.start()
+    try:
+        status = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:  # the finally below stops it
+        status = None
+    finally:
+        # Whatever ended the run (success, crash, SIGKILL, time limit, Ctrl-C), nothing it
+        # started may outlive it: worker processes it left behind would hold the CPU
+        # (and its output pipes) for good.
+        _kill_group(proc)
+        for reader in readers:
+            reader.join(timeout=5)
+    return status, tail, time.monotonic() - start
+
+
 def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout: float | None = None,
                   stop_after: float | None = None, results_dir: Path | None = None,
                   state_dir: Path | None = None, progress: Callable[[str], None] | None = None,
                   extra_args: tuple[str, ...] = ()) -> Results | None:
     """Run one profile in a subprocess and install its results; raise ReferenceRunError on failure.
     With ``stop_after`` (resumable references only) the run is stopped after that many seconds,
-    keeping its checkpoints, and None is returned unless it finished first."""
+    keeping its checkpoints (and reporting its progress when the manifest declares how), and None
+    is returned unless it finished first."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     spec = ref.manifest.profiles.get(profile)
     if spec is None:
@@ -358,51 +456,65 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
     state = (state_dir or ref.state_dir(profile)) if ref.manifest.resumable else None
     trained_with = _prepare_state(state, code, resume, ref, progress) if state else []
     target = results_dir or ref.results_dir(profile)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"digest-{ref.name}-") as tmp:
         out = Path(tmp)
-        command = [sys.executable, ref.manifest.entry, "--profile", profile, "--out", str(out),
-                   "--seed", str(ref.manifest.seed)]
-        command += ["--state", str(state.resolve())] if state else []
-        command += ["--resume"] if resume else []
-        command += list(extra_args)
-        env = dict(os.environ, **CHILD_ENV)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        command = _command(ref, profile, out, state, *(["--resume"] if resume else []), *extra_args)
         progress(f"[{ref.name}] running {profile} profile (time limit {timeout:.0f} s)")
-        started, start = _now(), time.monotonic()
-        proc = subprocess.Popen(command, cwd=ref.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        tail: collections.deque = collections.deque(maxlen=STDERR_TAIL)
-        readers = [threading.Thread(target=_relay, args=(stream, f"[{ref.name}] ", tail, progress), daemon=True)
-                   for stream in (proc.stdout, proc.stderr)]
-        for reader in readers:
-            reader.start()
-        try:
-            status = proc.wait(timeout=stop_after if pausing else timeout)
-        except subprocess.TimeoutExpired:  # the finally below stops the run
-            if pausing:  # checkpoints are written atomically: the last one is whole
-                progress(f"[{ref.name}] stopped after {stop_after:.0f} s as asked; its checkpoints stay in "
-                         f"{display_path(state, ref.dir.parent.parent)}: continue with --resume")
-                return None
-            raise ReferenceRunError(_failure(ref.name, profile, f"timed out after {timeout:.0f} s", tail)) from None
-        finally:
-            # Whatever ended the run (success, crash, SIGKILL, timeout, Ctrl-C), nothing it
-            # started may outlive it: worker processes it left behind would hold the CPU
-            # (and its output pipes) for good.
-            _kill_group(proc)
-            for reader in readers:
-                reader.join(timeout=5)
-        wall = time.monotonic() - start
+        started = _now()
+        status, tail, wall = _execute(ref, command, stop_after if pausing else timeout, progress)
+        if status is None and pausing:  # checkpoints are written atomically: the last one is whole
+            progress(f"[{ref.name}] stopped after {stop_after:.0f} s as asked; its checkpoints stay in "
+                     f"{display_path(state, ref.dir.parent.parent)}: continue with --resume")
+            if ref.manifest.progress is not None:
+                report_progress(ref, profile, state_dir=state, progress=progress)
+            return None
+        if status is None:
+            raise ReferenceRunError(_failure(ref.name, profile, f"timed out after {timeout:.0f} s", tail))
         if status != 0:
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
             raise ReferenceRunError(_failure(ref.name, profile, how, tail))
         if code_sha256(ref.dir) != code:
             raise ReferenceRunError(f"{ref.name}: its code changed while it ran; run it again")
-        results = _collect_outputs(ref, out, profile, code, ref.manifest.seed, started, wall, trained_with)
+        results = _collect_outputs(ref, out, profile, code, started, wall, trained_with)
         _install(out, results, target)
+    if state:  # the run is over: its progress report would only repeat older news
+        shutil.rmtree(state / PROGRESS_DIR, ignore_errors=True)
     progress(f"[{ref.name}] {profile} done in {wall:.1f} s, {len(results.metrics)} metrics, "
              f"{len(results.figures)} figures → {display_path(target, ref.dir.parent.parent)}")
     return results
+
+
+def report_progress(ref: Reference, profile: str, *, state_dir: Path | None = None,
+                    progress: Callable[[str], None] | None = None) -> Results:
+    """Have the script draw what the profile's last checkpoint shows (``--progress``: no training)
+    and install it in ``state/<profile>/progress/``; raise UsageError when there is nothing to show.
+    Its ``trained_with`` is every code that wrote the checkpoints, its ``code_sha256`` the code that drew."""
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    spec = ref.manifest.progress
+    if spec is None:
+        raise UsageError(f"{ref.name} shows no progress of unfinished runs: its ref.yml declares no 'progress'")
+    state = state_dir or ref.state_dir(profile)
+    checkpoint_time = _checkpoint_time(state)
+    writers = _state_writers(_state_hash_file(state))
+    if checkpoint_time is None or not writers:
+        raise UsageError(f"{ref.name} has no checkpoints in {state} to report on; start a run that keeps them: "
+                         f"digest refs run {ref.name} --profile {profile} --stop-after SECONDS")
+    code = code_sha256(ref.dir)
+    with tempfile.TemporaryDirectory(prefix=f"digest-{ref.name}-progress-") as tmp:
+        out = Path(tmp)
+        status, tail, wall = _execute(ref, _command(ref, profile, out, state, "--progress"), PROGRESS_TIMEOUT,
+                                      progress)
+        if status != 0:
+            how = "timed out" if status is None else f"exited with status {status}"
+            raise ReferenceRunError(_failure(ref.name, f"{profile}, progress report", how, tail))
+        report = _collect_outputs(
+            ref, out, profile, code, started=writers[0].since, wall=wall,
+            trained_with=list(dict.fromkeys(w.code for w in writers)), metric_names=spec.metrics,
+            figure_stems=spec.figures, finished=_stamp(checkpoint_time))
+        _install(out, report, state / PROGRESS_DIR)
+    progress(f"[{ref.name}] progress of the unfinished {profile} run (checkpoint of {report.finished}) → "
+             f"{display_path(state / PROGRESS_DIR, ref.dir.parent.parent)}")
+    return report
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

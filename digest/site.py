@@ -33,7 +33,7 @@ from markupsafe import Markup, escape
 from . import directives, search
 from .errors import DigestError, ReferenceRunError
 from .model import KINDS, Content, Note
-from .refs import Reference
+from .refs import Reference, Results
 
 
 @dataclass(frozen=True)
@@ -348,6 +348,11 @@ def figure_path(name: str, profile: str, file: str) -> str:
     return f"refs/{name}/{profile}/{file}"
 
 
+def progress_folder(profile: str) -> str:
+    """Where the site keeps the figures of a profile's progress report (beside its results' folder)."""
+    return f"{profile}-progress"
+
+
 def _figure_file(folder: Path, files: list[str]) -> str:
     """An animation (GIF/WebP) as it is; else the lighter of SVG and PNG.
 
@@ -378,6 +383,8 @@ class _NoteResults:
         return ref, shown
 
     def render(self, found: directives.Directive) -> str:
+        if found.kind == "ref_progress":
+            return self.render_progress(found.name, found.item)
         ref, shown = self.results(found.name)
         if found.kind == "ref":
             if found.item not in shown.metrics:
@@ -394,6 +401,24 @@ class _NoteResults:
                                     f"'{found.item}'; run: digest refs run {found.name}")
         src = self.link(figure_path(found.name, shown.profile, _figure_file(ref.results_dir(shown.profile), files)))
         return _render_fragment("ref_figure.md.j2", src=src, stem=found.item, ref=ref, results=shown)
+
+    def render_progress(self, name: str, profile: str) -> str:
+        """The last progress report of the profile's unfinished run; nothing once the run has results."""
+        ref = self.refs.get(name)
+        report = ref.unfinished(profile) if ref else None
+        if report is None:
+            return ""
+        spec = ref.manifest.progress
+        try:
+            values = [(m.label, directives.format_metric(report.metrics[key], m.fmt))
+                      for key, m in spec.metrics.items()]
+        except (KeyError, ValueError) as exc:
+            raise ReferenceRunError(f"{self.note.path}: the progress report of '{name}' cannot be shown ({exc}); "
+                                    f"run: digest refs progress {name} --profile {profile}") from None
+        folder = ref.progress_dir(profile)
+        figures = [(stem, self.link(figure_path(name, progress_folder(profile), _figure_file(folder, files))))
+                   for stem, files in report.figures.items()]
+        return _render_fragment("ref_progress.md.j2", ref=ref, report=report, values=values, figures=figures)
 
     def provenance(self) -> str:
         return _render_fragment("provenance.md.j2", cited=self.cited, config=self.config)
@@ -612,14 +637,18 @@ def _json_feed(folder: str, *, title, entries, content, config, home_url, note_u
 
 
 def reference_assets(refs: dict[str, Reference]) -> list[Asset]:
-    """The figures of the results each reference shows."""
+    """The figures of the results each reference shows, and of the progress of its unfinished runs."""
     assets = []
     for ref in refs.values():
         shown = ref.shown()
-        if shown is None:
-            continue
-        for files in shown.figures.values():
-            for file in files:
-                source = ref.results_dir(shown.profile) / file
-                assets.append(Asset(figure_path(ref.name, shown.profile, file), source))
+        if shown is not None:
+            assets += _figure_assets(ref.name, shown.profile, ref.results_dir(shown.profile), shown)
+        for profile in ref.progress:
+            if report := ref.unfinished(profile):
+                assets += _figure_assets(ref.name, progress_folder(profile), ref.progress_dir(profile), report)
     return assets
+
+
+def _figure_assets(name: str, folder_name: str, folder: Path, results: Results) -> list[Asset]:
+    return [Asset(figure_path(name, folder_name, file), folder / file)
+            for files in results.figures.values() for file in files]

@@ -443,6 +443,8 @@ def _directive_problem(found, refs, manifests: dict[str, RefManifest]) -> tuple[
                 _suggest(found.name, manifests) or "check the name under content/refs/")
     if found.name not in refs:
         return f"{call} cites '{found.name}', which is not in this note's refs", f"add '{found.name}' to refs"
+    if found.kind == "ref_progress":
+        return _progress_problem(call, found, manifest)
     outputs = manifest.metrics if found.kind == "ref" else manifest.figures
     what = "metric" if found.kind == "ref" else "figure"
     if found.item not in outputs:
@@ -450,6 +452,18 @@ def _directive_problem(found, refs, manifests: dict[str, RefManifest]) -> tuple[
                 _suggest(found.item, outputs) or f"its {what}s are listed in content/refs/{found.name}/ref.yml")
     if found.fmt is not None and (found.kind != "ref" or not directives.FORMAT_RE.match(found.fmt)):
         return f"{call}: unusable fmt '{found.fmt}'", 'use a number format such as fmt=".4f" or fmt=".1%"'
+    return None
+
+
+def _progress_problem(call: str, found, manifest: RefManifest) -> tuple[str, str] | None:
+    if manifest.progress is None:
+        return (f"{call}: '{found.name}' shows no progress of unfinished runs",
+                f"declare 'progress' in content/refs/{found.name}/ref.yml, or remove the directive")
+    if found.item not in manifest.profiles:
+        return (f"{call}: '{found.name}' has no profile '{found.item}'",
+                f"one of: {', '.join(manifest.profiles)}")
+    if found.fmt is not None:
+        return f"{call}: ref_progress takes no fmt", "the formats are in the reference's ref.yml under 'progress'"
     return None
 
 

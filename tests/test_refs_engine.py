@@ -14,7 +14,7 @@ from digest.check import check
 from digest.cli import main
 from digest.errors import ReferenceRunError, UsageError
 from digest.refhash import code_sha256, project_imports
-from digest.refs import compare, drift_table, load_references, run_reference, verify
+from digest.refs import compare, drift_table, load_references, report_progress, run_reference, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2026, 11, 23)
@@ -27,7 +27,13 @@ TOY_SCRIPT = textwrap.dedent('''
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile"); parser.add_argument("--out"); parser.add_argument("--seed", type=int)
     parser.add_argument("--state"); parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
+    if args.progress:  # what the checkpoint says so far: the step it reached, and a figure of it
+        step = int((Path(args.state) / "checkpoint.txt").read_text().split()[1])
+        (Path(args.out) / "curve.svg").write_text(f"<svg xmlns='http://www.w3.org/2000/svg' id='step{step}'/>")
+        (Path(args.out) / "metrics.json").write_text(json.dumps({"count": step}))
+        sys.exit(0)
     mode = Path("mode.txt").read_text().strip() if Path("mode.txt").exists() else "ok"
     numbers = [float(x) for x in Path("data/numbers.txt").read_text().split()]
     print(f"summing {len(numbers)} numbers", file=sys.stderr)
@@ -63,6 +69,12 @@ TOY_MANIFEST = textwrap.dedent('''
     figures: [curve]
     resumable: true
     packages: [numpy]
+''')
+PROGRESS = textwrap.dedent('''
+    progress:
+      metrics:
+        count: {label: 지나온 단계, fmt: "d"}
+      figures: [curve]
 ''')
 NOTE = textwrap.dedent('''
     title: 장난감 노트
@@ -285,6 +297,93 @@ def test_state_from_before_formats_counts_as_format_1(project):
     marker.write_text(f"{old_code}\n")  # as the engine wrote it before checkpoint formats
     declare_checkpoint_format(project, 1)
     assert run_reference(toy(project), "quick", resume=True, progress=lambda line: None).trained_with == [old_code]
+
+
+def show_progress(project: Path) -> None:
+    """The toy gets a long 'full' profile whose progress the note shows while it is unfinished."""
+    manifest = TOY_MANIFEST.replace("  quick: {timeout: 20}\n", "  quick: {timeout: 20}\n  full: {timeout: 20}\n")
+    (project / "refs/toy/ref.yml").write_text(manifest + PROGRESS, encoding="utf-8")
+    note = project / "notes/2016/toy-note.yml"
+    note.write_text(NOTE + '\n  {{ ref_progress("toy", "full") }}\n', encoding="utf-8")
+    run_reference(toy(project), "quick", progress=lambda line: None)  # the results the note's ref()s cite
+
+
+def pause_full_run(project: Path, said=None) -> None:
+    (project / "refs/toy/mode.txt").write_text("hang")  # checkpoints "step 1", then trains on
+    assert run_reference(toy(project), "full", stop_after=1, progress=(said if said is not None else []).append) is None
+    (project / "refs/toy/mode.txt").unlink()  # the code as the quick results were made
+
+
+def toy_page(project: Path):
+    from digest.check import load_content
+    from digest.site import render_site
+
+    content, refs = load_content(project, today=TODAY)
+    site = render_site(content, refs)
+    return next(p for p in site.pages if p.path == "notes/2016/toy-note.md"), site
+
+
+def test_a_paused_run_shows_its_progress_until_it_finishes(project, capsys):
+    show_progress(project)
+    said: list[str] = []
+    pause_full_run(project, said)
+    assert any("progress of the unfinished full run" in line for line in said)
+    report = toy(project).unfinished("full")
+    assert report.metrics == {"count": 1} and report.figures == {"curve": ["curve.svg"]}
+    assert main(["refs", "status", "toy"]) == 0
+    assert "the site shows its progress as of" in capsys.readouterr().out
+    assert "학습 진행 중" in toy_page(project)[0].text
+
+    run_reference(toy(project), "full", stop_after=30, progress=lambda line: None)  # finishes
+    assert toy(project).unfinished("full") is None
+    assert not (project / "refs/toy/state/full/progress").exists()  # superseded by the results
+    assert "학습 진행 중" not in toy_page(project)[0].text
+
+
+def test_progress_box_shows_the_checkpoint_numbers_and_figure(project):
+    show_progress(project)
+    pause_full_run(project)
+    (project / "refs/toy/state/full/checkpoint.txt").write_text("step 41")
+    assert main(["refs", "progress", "toy"]) == 0  # the full profile by default
+    page, site = toy_page(project)
+    box = page.text[page.text.index('!!! info "full 프로필 학습 진행 중"'):]
+    assert "    - 지나온 단계: **41**" in box
+    assert "](../../refs/toy/full-progress/curve.svg)" in box
+    assert "refs/toy/full-progress/curve.svg" in {a.path for a in site.assets}
+    # which code trained (the paused run's, with mode.txt) and which drew (today's)
+    writer = (project / "refs/toy/state/full/code_sha256.txt").read_text().split()[0]
+    drawer = code_sha256(project / "refs/toy")
+    assert f"학습한 코드 <code>{writer[:12]}</code> · 그린 코드 <code>{drawer[:12]}</code>" in box
+
+
+def test_progress_needs_checkpoints_and_a_declaration(project):
+    with pytest.raises(UsageError, match="declares no 'progress'"):
+        report_progress(toy(project), "quick", progress=lambda line: None)
+    show_progress(project)
+    with pytest.raises(UsageError, match="no checkpoints .* --stop-after"):
+        report_progress(toy(project), "full", progress=lambda line: None)
+
+
+def test_manifest_progress_must_match_its_metrics_and_checkpoints(project):
+    manifest = project / "refs/toy/ref.yml"
+    wrong = TOY_MANIFEST.replace("resumable: true\n", "") + PROGRESS.replace("count:", "counts:")
+    manifest.write_text(wrong, encoding="utf-8")
+    diagnostics = []
+    assert "toy" not in load_references(project, diagnostics)
+    messages = [d.message for d in diagnostics]
+    assert any("'progress' needs 'resumable: true'" in m for m in messages)
+    assert any("progress names metric 'counts', which is not in 'metrics'" in m for m in messages)
+
+
+@pytest.mark.parametrize("directive, problem", [
+    ('ref_progress("toy", "fulll")', "'toy' has no profile 'fulll'"),
+    ('ref_progress("toy", "full", fmt="d")', "ref_progress takes no fmt"),
+])
+def test_progress_directive_errors_name_the_problem(project, directive, problem):
+    show_progress(project)
+    note = project / "notes/2016/toy-note.yml"
+    note.write_text(NOTE + f"\n  {{{{ {directive} }}}}\n", encoding="utf-8")
+    assert any(problem in d.message for d in check(project, today=TODAY).diagnostics)
 
 
 def test_directive_errors_point_at_the_body(project):

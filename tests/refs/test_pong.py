@@ -323,3 +323,18 @@ def test_checkpoint_refuses_a_different_model(tmp_path):
     with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:
         assert "rng_state" in z.files and z["W1T"].shape == (6400, 200)
     assert L.episodes >= 10 and L.updates == 1
+
+
+def test_progress_report_reads_the_checkpoint_and_trains_nothing(tmp_path):
+    state, out = tmp_path / "state", tmp_path / "out"
+    L, _ = pong.train(small_args(max_episodes=20), state)
+    saved = (state / "checkpoint.npz").read_bytes()
+    pong.main(["--profile", "quick", "--out", str(out), "--seed", "7", "--state", str(state), "--progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["episodes"], metrics["updates"], metrics["env_steps"]) == (L.episodes, L.updates, L.env_steps)
+    assert metrics["final_running_reward"] == pytest.approx(L.running_reward)
+    assert metrics["wall_hours"] == pytest.approx(L.wall_seconds / 3600)
+    assert (out / "learning_curve.png").stat().st_size > 0 and (out / "learning_curve.svg").exists()
+    assert (state / "checkpoint.npz").read_bytes() == saved  # read, not trained on
+    with pytest.raises(SystemExit, match="no checkpoint to report on"):
+        pong.main(["--out", str(out), "--state", str(tmp_path / "empty"), "--progress"])

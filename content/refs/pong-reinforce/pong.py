@@ -54,6 +54,9 @@ and the update count, and episodes that were in flight are dropped.  So a resume
 continues exactly from the checkpoint (same weights, caches, gradient buffer, RNG,
 counters, curve) and differs from an uninterrupted one only in what the emulators do next.
 
+`--progress` trains nothing: it reads the checkpoint in `--state` and writes the counters and
+the learning curve so far, which the site shows while a long run is unfinished.
+
 Evaluation: `eval_episodes` full games (to 21) against the built-in AI, actions sampled
 from the policy as in training.
 """
@@ -882,7 +885,7 @@ def save_figure(fig, out: Path, stem: str, dpi: int = 120) -> None:
         fig.savefig(out / f"{stem}.{ext}", dpi=dpi, bbox_inches="tight")
 
 
-def plot_learning_curve(L: Learner, out: Path) -> None:
+def plot_learning_curve(L: Learner, out: Path, title: str = "Pong from pixels: REINFORCE") -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -893,7 +896,7 @@ def plot_learning_curve(L: Learner, out: Path) -> None:
     ax.text(ORIGINAL_EPISODES, 19, " Karpathy (2016):\n ~8,000 episodes", color="C3", va="top", fontsize=8)
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xlabel="episode", ylabel="reward (points for - against)", ylim=(-21.5, 21.5),
-           xlim=(0, max(L.episodes, ORIGINAL_EPISODES) * 1.05), title="Pong from pixels: REINFORCE")
+           xlim=(0, max(L.episodes, ORIGINAL_EPISODES) * 1.05), title=title)
     ax.legend(loc="upper left", fontsize=8)  # the curve climbs through the lower right
     save_figure(fig, out, "learning_curve")
     plt.close(fig)
@@ -927,6 +930,8 @@ def parse_args(argv=None) -> tuple[Args, argparse.Namespace]:
     parser.add_argument("--state", type=Path, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--faithful", action="store_true")
+    parser.add_argument("--progress", action="store_true",
+                        help="no training: draw what the last checkpoint in --state shows so far")
     for f in dataclasses.fields(Args):
         if f.name not in ("faithful", "seed"):
             parser.add_argument(f"--{f.name}", type=type(f.default), default=None)
@@ -937,9 +942,33 @@ def parse_args(argv=None) -> tuple[Args, argparse.Namespace]:
     return Args(**overrides, faithful=ns.faithful, seed=ns.seed), ns
 
 
+def training_metrics(L: Learner) -> dict:
+    """The learning so far, as the engine's metrics (see ref.yml)."""
+    return {
+        "episodes": L.episodes, "updates": L.updates, "env_steps": L.env_steps,
+        "wall_seconds": L.wall_seconds, "wall_hours": L.wall_seconds / 3600,
+        "steps_per_second": L.env_steps / max(L.wall_seconds, 1e-9),
+        "final_running_reward": float("nan") if L.running_reward is None else L.running_reward,
+        "episodes_to_target": L.episodes_to_target,
+    }
+
+
+def report_progress(args: Args, state_dir: Path | None, out: Path) -> None:
+    """--progress: an unfinished run's last checkpoint, as numbers and its learning curve so far."""
+    ckpt = state_dir / "checkpoint.npz" if state_dir is not None else None
+    if ckpt is None or not ckpt.exists():
+        raise SystemExit(f"no checkpoint to report on: {ckpt or 'give --state DIR'}")
+    L = Learner.load(ckpt, args)
+    plot_learning_curve(L, out, title=f"Pong from pixels: REINFORCE (still training, episode {L.episodes:,})")
+    (out / "metrics.json").write_text(json.dumps(training_metrics(L), indent=1, sort_keys=True) + "\n")
+    log(f"progress at episode {L.episodes}: running reward {L.running_reward:.2f}")
+
+
 def main(argv=None) -> None:
     args, ns = parse_args(argv)
     ns.out.mkdir(parents=True, exist_ok=True)
+    if ns.progress:
+        return report_progress(args, ns.state, ns.out)
     t0 = time.perf_counter()
     checks = self_checks(args)
     log("self-checks: " + json.dumps(checks))
@@ -949,11 +978,8 @@ def main(argv=None) -> None:
     frames = record_play(args, L.W1T, L.W2, ns.out / "play.gif")
     plot_learning_curve(L, ns.out)
     plot_weights(L.W1T, ns.out)
-    rr = float("nan") if L.running_reward is None else L.running_reward
     metrics = {
-        "episodes": L.episodes, "updates": L.updates, "env_steps": L.env_steps,
-        "wall_seconds": L.wall_seconds, "steps_per_second": L.env_steps / max(L.wall_seconds, 1e-9),
-        "final_running_reward": rr, "episodes_to_target": L.episodes_to_target,
+        **training_metrics(L),
         "config.num_envs": 1 if args.faithful else args.num_envs,
         **evaluation, **checks, "play.frames": frames, "run_seconds": time.perf_counter() - t0,
     }
