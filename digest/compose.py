@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import secrets
 import unicodedata
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo
 import css_inline
 
 from .errors import UsageError
+from .files import write_atomic
 from .mail import MailSettings, Marks, MessageTemplate, fold_address, header_text
 from .model import WEEK_FILE_RE, Content, Note
 from .store import Subscriber
@@ -271,14 +271,8 @@ def write_outbox(issue: Issue, content: Content, settings: MailSettings, outbox:
              "issue.eml": template.message(PREVIEW, to=PREVIEW_TO) or b"",
              "issue.json": (json.dumps(issue_record(issue, template), ensure_ascii=False, indent=2) + "\n").encode()}
     for name, data in files.items():
-        _write_atomic(folder / name, data)
+        write_atomic(folder / name, data)
     return folder
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # --- the site's pages and feed ---------------------------------------------------------------

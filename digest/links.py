@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import json
-import os
 import re
 import time
 from collections import defaultdict
@@ -26,6 +25,7 @@ import httpx
 
 from .diagnostics import Diagnostic
 from .errors import UsageError
+from .files import write_atomic
 from .load import load
 from .metadata import USER_AGENT
 from .templates import environment
@@ -275,9 +275,7 @@ def save_cache(path: Path, results: dict[str, Result]) -> None:
     kept = {url: {k: v for k, v in asdict(r).items() if k not in ("url", "cached")}
             for url, r in sorted(results.items()) if not r.broken and not r.rate_limited}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": CACHE_VERSION, "links": kept}, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({"version": CACHE_VERSION, "links": kept}, indent=1) + "\n")
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from .diagnostics import Diagnostic
 from .errors import ReferenceRunError, UsageError
+from .files import write_atomic
 from .load import REF_MANIFEST, REFS_DIR, display_path, read_one
 from .model import PROFILES, RefManifest
 from .refhash import PROJECT_ROOT, code_sha256
@@ -46,6 +48,7 @@ from .validate import _Reader
 
 RESULTS_FILE = "results.json"
 PROGRESS_DIR = "progress"  # inside state/<profile>/: the last progress report of an unfinished run
+CHECKPOINT_TIME_FILE = "checkpoint_time.json"  # inside state/<profile>/: when the checkpoints were saved
 PROGRESS_TIMEOUT = 600  # seconds for a progress report: it reads a checkpoint and draws, no training
 FIGURE_SUFFIXES = (".png", ".svg", ".gif", ".webp")
 STDERR_TAIL = 15
@@ -279,14 +282,49 @@ def _state_writers(marker: Path) -> list[StateWriter]:
     return [StateWriter.parse(line) for line in marker.read_text().splitlines() if line.strip()]
 
 
-def _checkpoint_time(state: Path) -> dt.datetime | None:
-    """When the run last wrote its checkpoints (not the engine's record or progress report); None: never."""
+def _checkpoint_files(state: Path) -> list[Path]:
+    """The checkpoints a run wrote into its state folder: not the engine's records, the progress
+    report, or logs (``*.log``, kept beside them, appended to after the last checkpoint)."""
     if not state.is_dir():
+        return []
+    ours = {_state_hash_file(state), state / CHECKPOINT_TIME_FILE}
+    return sorted(f for f in state.rglob("*")
+                  if f.is_file() and f not in ours and f.suffix != ".log"
+                  and f.relative_to(state).parts[0] != PROGRESS_DIR)
+
+
+def _files_sha256(state: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(state).as_posix()}\0".encode())
+        with file.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _checkpoint_time(state: Path) -> dt.datetime | None:
+    """When the run last wrote its checkpoints; None: never.  The time recorded beside them
+    while those very files are there (a clone's files carry the checkout's time), else the
+    newest file's modification time."""
+    files = _checkpoint_files(state)
+    if not files:
         return None
-    ours = {_state_hash_file(state)}
-    saved = [f for f in state.rglob("*")
-             if f.is_file() and f not in ours and f.relative_to(state).parts[0] != PROGRESS_DIR]
-    return dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in saved), dt.UTC) if saved else None
+    record = state / CHECKPOINT_TIME_FILE
+    if record.is_file():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved.get("files_sha256") == _files_sha256(state, files):
+            return dt.datetime.fromisoformat(saved["time"].replace("Z", "+00:00"))
+    return dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in files), dt.UTC)
+
+
+def _record_checkpoint_time(state: Path) -> None:
+    """Write down when the checkpoints now in ``state`` were saved, while the files' own times
+    still say so (on the machine that ran), so a clone of them reports the same time."""
+    files = _checkpoint_files(state)
+    if files:
+        record = {"files_sha256": _files_sha256(state, files), "time": _stamp(_checkpoint_time(state))}
+        write_atomic(state / CHECKPOINT_TIME_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def state_summary(ref: Reference, profile: str) -> str | None:
@@ -462,6 +500,8 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
         progress(f"[{ref.name}] running {profile} profile (time limit {timeout:.0f} s)")
         started = _now()
         status, tail, wall = _execute(ref, command, stop_after if pausing else timeout, progress)
+        if state:
+            _record_checkpoint_time(state)
         if status is None and pausing:  # checkpoints are written atomically: the last one is whole
             progress(f"[{ref.name}] stopped after {stop_after:.0f} s as asked; its checkpoints stay in "
                      f"{display_path(state, ref.dir.parent.parent)}: continue with --resume")
@@ -494,6 +534,7 @@ def report_progress(ref: Reference, profile: str, *, state_dir: Path | None = No
     if spec is None:
         raise UsageError(f"{ref.name} shows no progress of unfinished runs: its ref.yml declares no 'progress'")
     state = state_dir or ref.state_dir(profile)
+    _record_checkpoint_time(state)
     checkpoint_time = _checkpoint_time(state)
     writers = _state_writers(_state_hash_file(state))
     if checkpoint_time is None or not writers:

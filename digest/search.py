@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .files import write_atomic
 from .model import Content, Note
 
 ANALYZER_VERSION = "2"
@@ -231,9 +232,7 @@ class TermCache:
             return
         kept = {k: v for k, v in self.entries.items() if k in self.used}  # deleted notes leave the cache
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(kept, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-        tmp.replace(self.file)
+        write_atomic(self.file, json.dumps(kept, ensure_ascii=False, separators=(",", ":")))
 
 
 _ANALYZER = Analyzer()  # one per process: `mkdocs serve` rebuilds reuse its Kiwi and memo

@@ -43,6 +43,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import AddressInvalid, DigestError, RequestRefused, ServeError, StoreError
+from .files import write_atomic
 from .mail import CRLF, MailSettings, base64_lines, fold_address, header_bytes, setting, subject_line
 from .store import (
     Subscriber,
@@ -269,9 +270,7 @@ class Mailer:
         folder = self.settings.outbox / "confirmations"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}-{who}.eml"
-        tmp = path.with_name("." + path.name + ".tmp")
-        tmp.write_bytes(message)
-        os.replace(tmp, path)
+        write_atomic(path, message)
         log.info("confirmation for %s written to %s", who, path.name)
 
     def _smtp(self, address: str, message: bytes, who: str) -> None:

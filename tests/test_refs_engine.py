@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import textwrap
 import time
@@ -367,6 +368,25 @@ def test_progress_box_shows_the_checkpoint_numbers_and_figure(project):
     writer = (project / "refs/toy/state/full/code_sha256.txt").read_text().split()[0]
     drawer = code_sha256(project / "refs/toy")
     assert f"학습한 코드 <code>{writer[:12]}</code> · 그린 코드 <code>{drawer[:12]}</code>" in box
+
+
+def test_a_clone_of_the_checkpoints_keeps_the_time_the_run_saved_them(project, capsys):
+    show_progress(project)
+    pause_full_run(project)
+    state = project / "refs/toy/state/full"
+    saved = toy(project).unfinished("full").finished
+    a_day_later = time.time() + 86_400
+    os.utime(state / "checkpoint.txt", (a_day_later, a_day_later))  # as a fresh clone's files are
+    (state / "engine.log").write_text("the run's relayed output, appended after its last checkpoint")
+
+    assert main(["refs", "progress", "toy"]) == 0
+    assert toy(project).unfinished("full").finished == saved
+    assert main(["refs", "status", "toy"]) == 0
+    assert f"state last written {saved[:10]} {saved[11:16]} UTC" in capsys.readouterr().out
+
+    (state / "checkpoint.txt").write_text("step 2")  # new checkpoints: their own time counts
+    assert main(["refs", "progress", "toy"]) == 0
+    assert toy(project).unfinished("full").finished > saved
 
 
 def test_progress_needs_checkpoints_and_a_declaration(project):
