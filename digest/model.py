@@ -141,11 +141,17 @@ class ProgressMetric:
 
 
 @dataclass(frozen=True)
+class ProgressFigure:
+    label: str = spec("Korean caption shown under the figure", example="지금까지의 학습 곡선")
+
+
+@dataclass(frozen=True)
 class ProgressSpec:
     metrics: dict[str, ProgressMetric] = spec("metrics a checkpoint can report (a subset of 'metrics')",
                                               key_pattern=METRIC_RE, example="{episodes: {label: 에피소드}}")
-    figures: tuple[str, ...] = spec("figures drawn from a checkpoint (a subset of 'figures')", pattern=FIGURE_RE,
-                                    default=(), example="[learning_curve]")
+    figures: dict[str, ProgressFigure] = spec("figures drawn from a checkpoint (a subset of 'figures')",
+                                              key_pattern=FIGURE_RE, default_factory=dict,
+                                              example="{learning_curve: {label: 지금까지의 학습 곡선}}")
 
 
 @dataclass(frozen=True)

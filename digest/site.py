@@ -416,8 +416,9 @@ class _NoteResults:
             raise ReferenceRunError(f"{self.note.path}: the progress report of '{name}' cannot be shown ({exc}); "
                                     f"run: digest refs progress {name} --profile {profile}") from None
         folder = ref.progress_dir(profile)
-        figures = [(stem, self.link(figure_path(name, progress_folder(profile), _figure_file(folder, files))))
-                   for stem, files in report.figures.items()]
+        figures = [(stem, spec.figures[stem].label,
+                    self.link(figure_path(name, progress_folder(profile), _figure_file(folder, files))))
+                   for stem, files in report.figures.items() if stem in spec.figures]
         return _render_fragment("ref_progress.md.j2", ref=ref, report=report, values=values, figures=figures)
 
     def provenance(self) -> str:

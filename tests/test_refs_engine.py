@@ -76,7 +76,8 @@ PROGRESS = textwrap.dedent('''
     progress:
       metrics:
         count: {label: 지나온 단계, fmt: "d"}
-      figures: [curve]
+      figures:
+        curve: {label: 지금까지의 곡선}
 ''')
 NOTE = textwrap.dedent('''
     title: 장난감 노트
@@ -362,7 +363,8 @@ def test_progress_box_shows_the_checkpoint_numbers_and_figure(project):
     page, site = toy_page(project)
     box = page.text[page.text.index('!!! info "full 프로필 학습 진행 중"'):]
     assert "    - 지나온 단계: **41**" in box
-    assert "](../../refs/toy/full-progress/curve.svg)" in box
+    assert "![지금까지의 곡선](../../refs/toy/full-progress/curve.svg)" in box
+    assert '<small class="ref-caption">지금까지의 곡선</small>' in box
     assert "refs/toy/full-progress/curve.svg" in {a.path for a in site.assets}
     # which code trained (the paused run's, with mode.txt) and which drew (today's)
     writer = (project / "refs/toy/state/full/code_sha256.txt").read_text().split()[0]
@@ -399,13 +401,15 @@ def test_progress_needs_checkpoints_and_a_declaration(project):
 
 def test_manifest_progress_must_match_its_metrics_and_checkpoints(project):
     manifest = project / "refs/toy/ref.yml"
-    wrong = TOY_MANIFEST.replace("resumable: true\n", "") + PROGRESS.replace("count:", "counts:")
+    wrong = (TOY_MANIFEST.replace("resumable: true\n", "")
+             + PROGRESS.replace("count:", "counts:").replace("curve:", "curves:"))
     manifest.write_text(wrong, encoding="utf-8")
     diagnostics = []
     assert "toy" not in load_references(project, diagnostics)
     messages = [d.message for d in diagnostics]
     assert any("'progress' needs 'resumable: true'" in m for m in messages)
     assert any("progress names metric 'counts', which is not in 'metrics'" in m for m in messages)
+    assert any("progress names figure 'curves', which is not in 'figures'" in m for m in messages)
 
 
 @pytest.mark.parametrize("directive, problem", [

@@ -335,6 +335,10 @@ def test_progress_report_reads_the_checkpoint_and_trains_nothing(tmp_path):
     assert metrics["final_running_reward"] == pytest.approx(L.running_reward)
     assert metrics["wall_hours"] == pytest.approx(L.wall_seconds / 3600)
     assert (out / "learning_curve.png").stat().st_size > 0 and (out / "learning_curve.svg").exists()
+    # the clip is the checkpoint's policy playing: the same weights draw the same game
+    args, _ = pong.parse_args(["--profile", "quick", "--out", str(out), "--seed", "7"])
+    assert pong.record_play(args, L.W1T, L.W2, tmp_path / "again.gif") > 1
+    assert (out / "play.gif").read_bytes() == (tmp_path / "again.gif").read_bytes()
     assert (state / "checkpoint.npz").read_bytes() == saved  # read, not trained on
     with pytest.raises(SystemExit, match="no checkpoint to report on"):
         pong.main(["--out", str(out), "--state", str(tmp_path / "empty"), "--progress"])

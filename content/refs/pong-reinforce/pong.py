@@ -54,8 +54,9 @@ and the update count, and episodes that were in flight are dropped.  So a resume
 continues exactly from the checkpoint (same weights, caches, gradient buffer, RNG,
 counters, curve) and differs from an uninterrupted one only in what the emulators do next.
 
-`--progress` trains nothing: it reads the checkpoint in `--state` and writes the counters and
-the learning curve so far, which the site shows while a long run is unfinished.
+`--progress` trains nothing: it reads the checkpoint in `--state` and writes the counters, the
+learning curve so far and a clip of the checkpoint's policy playing, which the site shows while
+a long run is unfinished.
 
 Evaluation: `eval_episodes` full games (to 21) against the built-in AI, actions sampled
 from the policy as in training.
@@ -956,12 +957,14 @@ def training_metrics(L: Learner) -> dict:
 
 
 def report_progress(args: Args, state_dir: Path | None, out: Path) -> None:
-    """--progress: an unfinished run's last checkpoint, as numbers and its learning curve so far."""
+    """--progress: an unfinished run's last checkpoint, as numbers, its learning curve so far and
+    a clip of its policy playing."""
     ckpt = state_dir / "checkpoint.npz" if state_dir is not None else None
     if ckpt is None or not ckpt.exists():
         raise SystemExit(f"no checkpoint to report on: {ckpt or 'give --state DIR'}")
     L = Learner.load(ckpt, args)
     plot_learning_curve(L, out, title=f"Pong from pixels: REINFORCE (still training, episode {L.episodes:,})")
+    record_play(args, L.W1T, L.W2, out / "play.gif")
     (out / "metrics.json").write_text(json.dumps(training_metrics(L), indent=1, sort_keys=True) + "\n")
     log(f"progress at episode {L.episodes}: running reward {L.running_reward:.2f}")
 
