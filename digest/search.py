@@ -105,6 +105,10 @@ class Analyzer:
         self._memo: dict[str, tuple[str, ...]] = {}
         self._loading = threading.Lock()  # `mkdocs serve` loads it in the background (warm_analyzer)
 
+    @property
+    def loaded(self) -> bool:
+        return self._kiwi is not None
+
     def kiwi(self):
         with self._loading:
             return self._load()
@@ -277,7 +281,10 @@ def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[No
     notes = content.published
     cache = _term_cache(cache_dir)
     fields = [note_fields(note, content) for note in notes]
-    if not keep_analyzer and cache.file and hasattr(os, "fork") and any(True for _ in cache.missing(fields)):
+    # Fork only while this process has no Kiwi: a child forked beside Kiwi's worker threads would wait
+    # for them forever (they do not come along), and the memory the child saves is already spent here.
+    if (not keep_analyzer and not _ANALYZER.loaded and cache.file and hasattr(os, "fork")
+            and any(True for _ in cache.missing(fields))):
         cache = _analyse_in_child(fields, cache)
     terms = _terms_of(fields, cache)
     if not keep_analyzer:

@@ -41,6 +41,19 @@ def test_a_cold_cache_a_warm_cache_and_no_cache_give_the_same_index(content, tmp
     assert search._ANALYZER._kiwi is not None
 
 
+def test_a_process_that_holds_kiwi_analyses_here_instead_of_forking(content, tmp_path, fresh_analyzer,
+                                                                     monkeypatch):
+    uncached = index(content, None)  # loads Kiwi, and its worker threads, in this process
+    assert search._ANALYZER.loaded
+
+    def fork():  # a child of a threaded Kiwi would hang on its missing threads (a build after a build)
+        raise AssertionError("forked while Kiwi's threads run")
+
+    monkeypatch.setattr(search.os, "fork", fork)
+    assert index(content, tmp_path / "cache") == uncached
+    assert list((tmp_path / "cache").glob("terms-v*.json"))  # the cache is still written
+
+
 def test_a_damaged_cache_file_is_rebuilt_not_trusted(content, tmp_path, fresh_analyzer):
     expected = index(content, tmp_path / "cache")
     (cache_file,) = (tmp_path / "cache").glob("terms-v*.json")
