@@ -45,7 +45,7 @@ def inspect(root: Path, today: dt.date | None = None) -> CheckResult:
     content, found = validate(raw, today, {name: ref.manifest for name, ref in refs.items()})
     diagnostics = sorted(diagnostics + found + check_references(refs, root),
                          key=lambda d: (d.path, d.line, d.col))
-    files = len(raw.notes) + (raw.tags is not None) + (raw.people is not None) + len(refs)
+    files = len(raw.notes) + len(raw.intros) + (raw.tags is not None) + (raw.people is not None) + len(refs)
     ok = not any(d.severity == "error" for d in diagnostics)
     return CheckResult(content if ok else None, refs, diagnostics, files)
 

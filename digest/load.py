@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .diagnostics import Diagnostic
@@ -20,6 +20,7 @@ NOTES_DIR = "notes"
 TAGS_FILE = "tags.yml"
 PEOPLE_FILE = "people.yml"
 REFS_DIR = "refs"
+INTRO_DIR = "digest"  # the editor's optional intros of weekly issues: digest/<yyyy>-W<ww>.yml
 REF_MANIFEST = "ref.yml"
 
 
@@ -37,6 +38,7 @@ class RawContent:
     tags: SourceFile | None
     people: SourceFile | None
     diagnostics: list[Diagnostic]
+    intros: list[SourceFile] = field(default_factory=list)  # readable ones only (the others are diagnostics)
 
 
 def display_path(path: Path, root: Path) -> str:
@@ -123,4 +125,12 @@ def load(root: Path) -> RawContent:
     with gc_paused():  # many small objects, no cycles: the collector only costs time here
         notes = [read_one(os.path.join(root, rel), f"{shown_root}/{rel}", diagnostics)
                  for rel in note_paths(root)]
-    return RawContent(root, notes, tags, people, diagnostics)
+    intros = [read_one(path, display_path(path, root), diagnostics) for path in intro_paths(root)]
+    return RawContent(root, notes, tags, people, diagnostics, [i for i in intros if i.node is not None])
+
+
+def intro_paths(root: Path) -> list[Path]:
+    folder = Path(root) / INTRO_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())

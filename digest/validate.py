@@ -4,7 +4,7 @@ Field rules come from the dataclass fields of ``digest.model``; cross-file
 rules (unknown tag or person ids, duplicate slugs, path disagreeing with
 fields, refs naming no reference) run once every file is read. The editor's
 optional intro files of the weekly email, content/digest/<yyyy>-W<ww>.yml, are
-read and judged here too.
+judged here too (stage 1 reads them).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from html.parser import HTMLParser
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from types import UnionType
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from . import directives
 from .diagnostics import Diagnostic
-from .load import RawContent, SourceFile, display_path, gc_paused, read_one
+from .load import RawContent, SourceFile, gc_paused
 from .model import ID_RE, WEEK_FILE_RE, Content, IssueIntro, Note, Person, RefManifest, Tag
 from .yamlread import Map, Node, Scalar, Seq, one_line
 
@@ -527,7 +527,7 @@ def _validate(raw: RawContent, today: dt.date | None,
             slugs[slug] = source.path
         if ok:
             notes.append(Note(**values, path=source.path))
-    intros = _intros(raw.root, notes, diagnostics)
+    intros = _intros(raw.intros, notes, diagnostics)
     diagnostics.sort(key=lambda d: (d.path, d.line, d.col))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
@@ -535,7 +535,6 @@ def _validate(raw: RawContent, today: dt.date | None,
     return Content(raw.root, tuple(notes), tags, people, intros), diagnostics
 
 
-INTRO_DIR = "digest"
 MAX_INTRO_CHARS = 2000
 MAX_INTRO_TITLE_CHARS = 120
 
@@ -545,18 +544,12 @@ def iso_week_name(date: dt.date) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _intros(root: Path, notes: list[Note], diagnostics: list[Diagnostic]) -> dict[str, IssueIntro]:
-    """content/digest/<yyyy>-W<ww>.yml, read with the same safe reader and rules as notes."""
-    folder = Path(root) / INTRO_DIR
-    if not folder.is_dir():
-        return {}
+def _intros(sources: list[SourceFile], notes: list[Note], diagnostics: list[Diagnostic]) -> dict[str, IssueIntro]:
+    """The editor's intro files, judged with the same safe reader and rules as notes."""
     weeks = {iso_week_name(n.date) for n in notes if not n.draft}
     intros = {}
-    for path in sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file()):
-        source = read_one(path, display_path(path, root), diagnostics)
-        if source.node is None:
-            continue
-        intro = _intro(source, path.stem, weeks, _Reader(source, diagnostics))
+    for source in sources:
+        intro = _intro(source, PurePosixPath(source.path).stem, weeks, _Reader(source, diagnostics))
         if intro is not None:
             intros[intro.week] = intro
     return intros
