@@ -304,27 +304,33 @@ def _files_sha256(state: Path, files: list[Path]) -> str:
 
 
 def _checkpoint_time(state: Path) -> dt.datetime | None:
-    """When the run last wrote its checkpoints; None: never.  The time recorded beside them
-    while those very files are there (a clone's files carry the checkout's time), else the
-    newest file's modification time."""
+    """When the run last wrote its checkpoints; None: never."""
     files = _checkpoint_files(state)
-    if not files:
-        return None
+    return _saved_time(state, files, _files_sha256(state, files)) if files else None
+
+
+def _saved_time(state: Path, files: list[Path], files_sha256: str) -> dt.datetime:
+    """The time recorded beside the checkpoints while those very files are there (a clone's
+    files carry the checkout's time), else the newest file's modification time."""
     record = state / CHECKPOINT_TIME_FILE
     if record.is_file():
         saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved.get("files_sha256") == _files_sha256(state, files):
+        if saved.get("files_sha256") == files_sha256:
             return dt.datetime.fromisoformat(saved["time"].replace("Z", "+00:00"))
     return dt.datetime.fromtimestamp(max(f.stat().st_mtime for f in files), dt.UTC)
 
 
-def _record_checkpoint_time(state: Path) -> None:
+def _record_checkpoint_time(state: Path) -> dt.datetime | None:
     """Write down when the checkpoints now in ``state`` were saved, while the files' own times
-    still say so (on the machine that ran), so a clone of them reports the same time."""
+    still say so (on the machine that ran), so a clone of them reports the same time; returns it."""
     files = _checkpoint_files(state)
-    if files:
-        record = {"files_sha256": _files_sha256(state, files), "time": _stamp(_checkpoint_time(state))}
-        write_atomic(state / CHECKPOINT_TIME_FILE, json.dumps(record, indent=2) + "\n")
+    if not files:
+        return None
+    files_sha256 = _files_sha256(state, files)
+    saved = _saved_time(state, files, files_sha256)
+    record = {"files_sha256": files_sha256, "time": _stamp(saved)}
+    write_atomic(state / CHECKPOINT_TIME_FILE, json.dumps(record, indent=2) + "\n")
+    return saved
 
 
 def state_summary(ref: Reference, profile: str) -> str | None:
@@ -534,8 +540,7 @@ def report_progress(ref: Reference, profile: str, *, state_dir: Path | None = No
     if spec is None:
         raise UsageError(f"{ref.name} shows no progress of unfinished runs: its ref.yml declares no 'progress'")
     state = state_dir or ref.state_dir(profile)
-    _record_checkpoint_time(state)
-    checkpoint_time = _checkpoint_time(state)
+    checkpoint_time = _record_checkpoint_time(state)
     writers = _state_writers(_state_hash_file(state))
     if checkpoint_time is None or not writers:
         raise UsageError(f"{ref.name} has no checkpoints in {state} to report on; start a run that keeps them: "
