@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AddressInvalid, DeliveryError, MailSettingsError, SendPaused
+from .files import beside
 from .mail import MessageTemplate, setting
 from .store import Subscriber, SubscriberStore, keyed_hash
 
@@ -264,11 +265,10 @@ class OutboxTransport:
 
     def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool]) -> Outcome:
         path = self.path(recipient)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_bytes(message)
+            tmp = beside(path, message)
         except OSError as exc:
-            return Outcome("lost", f"cannot write {tmp}: {exc.strerror}")
+            return Outcome("lost", f"cannot write {exc.filename}: {exc.strerror}")
         if not commit():
             tmp.unlink(missing_ok=True)
             return Outcome("withdrawn", "no longer subscribed")

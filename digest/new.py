@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import authors as people_registry
 from .errors import UsageError
+from .files import beside
 from .load import NOTES_DIR, PEOPLE_FILE, load
 from .metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arxiv_id
 from .model import KINDS, SLUG_RE, Person, Source, Tag
@@ -128,13 +129,6 @@ def note_path(content_root: Path, note: NewNote) -> Path:
     return content_root / NOTES_DIR / str(note.date.year) / f"{note.slug}.yml"
 
 
-def _beside(path: Path, text: str) -> Path:
-    """Write ``text`` to a hidden file beside ``path``; ``os.replace`` it onto ``path`` to commit."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    return tmp
-
-
 def write_new(content_root: Path, note: NewNote, add_people: bool = False) -> Path:
     """Write the note (and, with ``add_people``, the grown people.yml): both whole, or neither."""
     path = note_path(content_root, note)
@@ -145,10 +139,10 @@ def write_new(content_root: Path, note: NewNote, add_people: bool = False) -> Pa
     if add_people and note.new_people:
         people_text = people_registry.appended_text(people_file, note.new_people)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _beside(path, render(note, path.as_posix()))
+    tmp = beside(path, render(note, path.as_posix()))
     try:
         if people_text is not None:
-            os.replace(_beside(people_file, people_text), people_file)
+            os.replace(beside(people_file, people_text), people_file)
         os.replace(tmp, path)  # never leave a half-written note
     finally:
         tmp.unlink(missing_ok=True)
