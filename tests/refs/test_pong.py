@@ -339,6 +339,23 @@ def test_progress_report_reads_the_checkpoint_and_trains_nothing(tmp_path):
     args, _ = pong.parse_args(["--profile", "quick", "--out", str(out), "--seed", "7"])
     assert pong.record_play(args, L.W1T, L.W2, tmp_path / "again.gif") > 1
     assert (out / "play.gif").read_bytes() == (tmp_path / "again.gif").read_bytes()
+    assert (out / "weights.png").stat().st_size > 0  # the checkpoint's weights, as in the blog post
     assert (state / "checkpoint.npz").read_bytes() == saved  # read, not trained on
     with pytest.raises(SystemExit, match="no checkpoint to report on"):
         pong.main(["--out", str(out), "--state", str(tmp_path / "empty"), "--progress"])
+
+
+def test_weight_mosaic_shows_the_units_the_output_weighs_most_with_zero_as_grey():
+    rng = np.random.default_rng(0)
+    W1T, W2 = rng.standard_normal((6400, 200)), rng.standard_normal(200)
+    W1T[:, 17] = 0.0
+    W1T[0, 17], W1T[1, 17] = 2.0, -4.0  # unit 17: one pixel up, one twice as strong down
+    W2[17], W2[3] = -50.0, 40.0  # 17 counts most (by size, not sign), then 3
+    mosaic = pong.weight_mosaic(W1T, W2, n=2, gap=2)
+    assert mosaic.shape == (162, 162)
+    first, second = mosaic[:80, :80], mosaic[:80, 82:162]
+    assert first[0, 0] == 0.75 and first[0, 1] == 0.0 and (first.ravel()[2:] == 0.5).all()
+    w3 = W1T[:, 3].reshape(80, 80)
+    np.testing.assert_allclose(second, 0.5 + 0.5 * w3 / np.abs(w3).max())
+    assert (mosaic[80:82] == 1.0).all() and (mosaic[:, 80:82] == 1.0).all()  # white gaps
+

@@ -55,8 +55,8 @@ continues exactly from the checkpoint (same weights, caches, gradient buffer, RN
 counters, curve) and differs from an uninterrupted one only in what the emulators do next.
 
 `--progress` trains nothing: it reads the checkpoint in `--state` and writes the counters, the
-learning curve so far and a clip of the checkpoint's policy playing, which the site shows while
-a long run is unfinished.
+learning curve so far, a clip of the checkpoint's policy playing and its first-layer weights,
+which the site shows while a long run is unfinished.
 
 Evaluation: `eval_episodes` full games (to 21) against the built-in AI, actions sampled
 from the policy as in training.
@@ -895,31 +895,38 @@ def plot_learning_curve(L: Learner, out: Path, title: str = "Pong from pixels: R
     episodes = np.arange(1, L.episodes + 1)
     ax.plot(episodes, L.curve["reward"], color="0.6", alpha=0.25, lw=0.6, label="episode reward")
     ax.plot(episodes, L.curve["running"], color="C0", lw=1.8, label="running reward (0.99)")
-    ax.axvline(ORIGINAL_EPISODES, color="C3", ls="--", lw=1)
-    ax.text(ORIGINAL_EPISODES, 19, " Karpathy (2016):\n ~8,000 episodes", color="C3", va="top", fontsize=8)
+    ax.axvline(ORIGINAL_EPISODES, color="C3", ls="--", lw=1, label="Karpathy (2016): ~8,000 episodes")
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xlabel="episode", ylabel="reward (points for - against)", ylim=(-21.5, 21.5),
            xlim=(0, max(L.episodes, ORIGINAL_EPISODES) * 1.05), title=title)
-    ax.legend(loc="upper left", fontsize=8)  # the curve climbs through the lower right
+    # the curve climbs through the lower right; a label beside the marker would sit under the legend
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     save_figure(fig, out, "learning_curve")
     plt.close(fig)
 
 
-def plot_weights(W1T: np.ndarray, out: Path, n: int = 8) -> None:
-    """Rows of W1 (one hidden unit each) as 80x80 images, tiled n x n, each scaled to its range."""
+def weight_mosaic(W1T: np.ndarray, W2: np.ndarray, n: int = 8, gap: int = 2) -> np.ndarray:
+    """The n x n hidden units the output weighs most (largest |W2|, in that order), each unit's
+    row of W1 as an 80x80 tile in [0, 1]: 0.5 is a zero weight, 0 and 1 the unit's strongest
+    negative or positive weight, so units compare by sign and shape. Gaps are white (1)."""
+    tile = 80
+    mosaic = np.ones((n * (tile + gap) - gap,) * 2)
+    for k, j in enumerate(np.argsort(-np.abs(W2), kind="stable")[:n * n]):
+        w = W1T[:, j].reshape(tile, tile)
+        r, c = divmod(k, n)
+        mosaic[r * (tile + gap):r * (tile + gap) + tile, c * (tile + gap):c * (tile + gap) + tile] = \
+            0.5 + 0.5 * w / (np.abs(w).max() or 1.0)
+    return mosaic
+
+
+def plot_weights(W1T: np.ndarray, W2: np.ndarray, out: Path, n: int = 8) -> None:
     import matplotlib.pyplot as plt
 
-    tile, gap = 80, 2
-    mosaic = np.ones((n * (tile + gap) - gap,) * 2)
-    for j in range(n * n):
-        w = W1T[:, j].reshape(tile, tile)
-        r, c = divmod(j, n)
-        mosaic[r * (tile + gap):r * (tile + gap) + tile, c * (tile + gap):c * (tile + gap) + tile] = \
-            (w - w.min()) / (np.ptp(w) or 1.0)
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
-    ax.imshow(mosaic, cmap="gray", interpolation="nearest")
+    ax.imshow(weight_mosaic(W1T, W2, n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
-    ax.set_title(f"first-layer weights of {n * n} hidden units (80x80 each)", fontsize=10)
+    ax.set_title(f"first-layer weights of the {n * n} hidden units with the largest |W2| (80x80 each)",
+                 fontsize=10)
     save_figure(fig, out, "weights", dpi=100)
     plt.close(fig)
 
@@ -957,14 +964,15 @@ def training_metrics(L: Learner) -> dict:
 
 
 def report_progress(args: Args, state_dir: Path | None, out: Path) -> None:
-    """--progress: an unfinished run's last checkpoint, as numbers, its learning curve so far and
-    a clip of its policy playing."""
+    """--progress: an unfinished run's last checkpoint, as numbers, its learning curve so far, a
+    clip of its policy playing and its first-layer weights."""
     ckpt = state_dir / "checkpoint.npz" if state_dir is not None else None
     if ckpt is None or not ckpt.exists():
         raise SystemExit(f"no checkpoint to report on: {ckpt or 'give --state DIR'}")
     L = Learner.load(ckpt, args)
     plot_learning_curve(L, out, title=f"Pong from pixels: REINFORCE (still training, episode {L.episodes:,})")
     record_play(args, L.W1T, L.W2, out / "play.gif")
+    plot_weights(L.W1T, L.W2, out)
     (out / "metrics.json").write_text(json.dumps(training_metrics(L), indent=1, sort_keys=True) + "\n")
     log(f"progress at episode {L.episodes}: running reward {L.running_reward:.2f}")
 
@@ -982,7 +990,7 @@ def main(argv=None) -> None:
     log("evaluation: " + json.dumps(evaluation))
     frames = record_play(args, L.W1T, L.W2, ns.out / "play.gif")
     plot_learning_curve(L, ns.out)
-    plot_weights(L.W1T, ns.out)
+    plot_weights(L.W1T, L.W2, ns.out)
     metrics = {
         **training_metrics(L),
         "config.num_envs": 1 if args.faithful else args.num_envs,
