@@ -165,9 +165,14 @@ def setting(env: dict, config: dict, table: str, key: str, default=None):
     return config.get(table, {}).get(key, default)
 
 
+# mkdocs.yml's `site_url: URL` or `site_url: !ENV [VARIABLE, "URL"]`: the URL (the variable is
+# $DIGEST_SITE_URL, which `setting` reads before this default).
+_SITE_URL_LINE = re.compile(r"""(?m)^site_url:\s*(?:!ENV\s*\[\s*\w+\s*,\s*)?['"]?([^'"\s,\]]+)""")
+
+
 def site_url_default(mkdocs_yml: Path = Path("mkdocs.yml")) -> str:
     try:
-        found = re.search(r"(?m)^site_url:\s*['\"]?([^'\"\s]+)", mkdocs_yml.read_text(encoding="utf-8"))
+        found = _SITE_URL_LINE.search(mkdocs_yml.read_text(encoding="utf-8"))
     except OSError:
         found = None
     return found[1] if found else DEFAULT_SITE_URL

@@ -18,9 +18,10 @@ PHONE = {"width": 390, "height": 844}
 
 
 def mkdocs_build(site_dir: Path, content: Path | None = None, extra_args: tuple[str, ...] = (),
-                 config: Path | None = None) -> subprocess.CompletedProcess:
-    """`mkdocs build --strict` in a subprocess, as a user runs it; content/ may be another folder."""
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+                 config: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`mkdocs build --strict` in a subprocess, as a user runs it; content/ may be another folder,
+    ``env`` adds environment variables."""
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", **(env or {}))
     if content is not None:
         env["DIGEST_CONTENT"] = str(content)
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config or ROOT / "mkdocs.yml"),
