@@ -556,8 +556,10 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
         years[year].append((month, len(by_month[(year, month)])))
         pages.listing(f"archive/{year}/{month:02d}", by_month[(year, month)], "month.md.j2",
                       year=year, month=month)
-    for year, months in years.items():
-        pages.add(year_page(year), "year.md.j2", year=year, months=months, month_page=month_page)
+    for year, months in years.items():  # every note of the year by title: one click from the archive
+        notes = [(month, by_month[(year, month)]) for month, _ in months]
+        pages.add(year_page(year), "year.md.j2", year=year, months=notes, month_page=month_page,
+                  total=sum(count for _, count in months))
     pages.add("archive/index.md", "archive.md.j2", years=years, month_page=month_page, year_page=year_page)
 
     pages.add("subscribe/index.md", "subscribe.md.j2")
