@@ -72,6 +72,36 @@ def test_note_renders_math_code_and_dark_mode(open_page, base_url, artifacts):
     assert watch.errors == [] and watch.failed == [] and _local_only(watch, base_url) == []
 
 
+# Each line break inside a link's text, as "before|after", where neither side is a space.
+MID_WORD_BREAKS = """(selector) => {
+  const found = [];
+  for (const link of document.querySelectorAll(selector)) {
+    const text = link.firstChild;
+    if (!text || text.nodeType !== Node.TEXT_NODE) continue;
+    const range = document.createRange();
+    let lastTop = null;
+    for (let i = 0; i < text.length; i++) {
+      range.setStart(text, i); range.setEnd(text, i + 1);
+      const rects = range.getClientRects();
+      if (!rects.length) continue;  // a space the line ends on takes no room
+      const top = Math.round(rects[0].top);
+      if (lastTop !== null && top > lastTop + 2 && text.data[i - 1] !== " " && text.data[i] !== " ")
+        found.push(text.data.slice(Math.max(0, i - 6), i) + "|" + text.data.slice(i, i + 6));
+      lastTop = top;
+    }
+  }
+  return found;
+}"""
+
+
+def test_korean_titles_wrap_between_words_on_a_phone(open_page, base_url):
+    watch = open_page(PHONE)
+    for path, selector in (("", ".digest-card__title a"), ("archive/2016/", ".digest-titles a")):
+        watch.page.goto(base_url + path, wait_until="networkidle")
+        assert watch.page.locator(selector).count() >= 10, path
+        assert watch.page.evaluate(MID_WORD_BREAKS, selector) == [], path
+
+
 def test_phone_search_opens_from_the_header(open_page, base_url, artifacts):
     watch = open_page(PHONE)
     watch.page.goto(base_url, wait_until="networkidle")
