@@ -6,6 +6,8 @@ intended change, `make golden` (DIGEST_UPDATE_GOLDEN=1) rewrites them.
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import datetime as dt
 import json
@@ -74,6 +76,14 @@ def test_urls_are_stable_directory_urls():
     assert relative_url("index.md", "notes/2016/x.md") == "../../../"
     assert relative_url("tags/a/feed.xml", "index.md") == "tags/a/feed.xml"
     assert relative_url("index.md", "index.md") == "./"
+
+
+def test_people_index_lists_everyone_in_korean_alphabetical_order(real):
+    content, _, site = real
+    text = pages_of(site)["people/index.md"].before  # the page's HTML, ahead of the sanitizer
+    listed = re.findall(r'<li><a href="[^"]+">([^<]+?) <span lang="en">', text)
+    assert sorted(listed) == listed and set(listed) == {p.ko for p in content.people.values()}
+    assert listed[:2] == ["김태훈", "렉스 프리드먼"]  # 가나다: ㄱ before ㄹ, whatever the registry's order
 
 
 def test_tag_archive_is_newest_first_with_the_korean_title(real):
