@@ -40,19 +40,24 @@ def build(content_root: Path, site_dir: Path, outbox: Path) -> None:
     from . import mkdocs_adapter
 
     mkdocs_adapter.build(site_dir=str(site_dir), content=(content_root, (content, refs)))
-    compose_digest(content, outbox)
-    _step(f"done in {time.perf_counter() - start:.1f}s")
+    issue = compose_digest(content, outbox)
+    _step(f"done in {time.perf_counter() - start:.1f}s. To look at what was built:")
+    print(f"  the site: {site_dir}/ (to browse it: .venv/bin/mkdocs serve)", file=sys.stderr)
+    if issue is not None:
+        print(f"  the email: {issue}/issue.html in a browser, {issue}/issue.eml in a mail client", file=sys.stderr)
 
 
-def compose_digest(content, outbox: Path) -> None:
-    """This week's email issue, or the latest week's with notes, into outbox/<week>/ (a preview)."""
+def compose_digest(content, outbox: Path) -> Path | None:
+    """This week's email issue, or the latest week's with notes, into outbox/<week>/ (a preview);
+    returns that folder, or None when no week has notes."""
     from .compose import compose, default_week, weeks_with_notes, write_outbox
     from .mail import mail_settings
 
     if not weeks_with_notes(content):
         _step("no published notes: no digest issue to compose")
-        return
+        return None
     week = default_week(content)
     settings = mail_settings()
     folder = write_outbox(compose(content, week, settings.site_url), content, settings, outbox)
     _step(f"digest issue {week.name} ({week.label}) composed into {folder}/")
+    return folder

@@ -58,7 +58,7 @@ def test_missing_content_folder_is_explained(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_build_makes_the_site_from_the_content_it_was_given(tmp_path, monkeypatch):
+def test_build_makes_the_site_from_the_content_it_was_given(tmp_path, monkeypatch, capsys):
     """`digest build --content DIR` checks DIR, builds the site from DIR and composes the digest from DIR."""
     import shutil
 
@@ -76,3 +76,7 @@ def test_build_makes_the_site_from_the_content_it_was_given(tmp_path, monkeypatc
     built = {p.parent.name for p in (tmp_path / "site" / "notes").rglob("index.html")}
     assert "fast-weights-rnn" in built
     assert "reinforce-pong-at-gym" not in built  # a note of ./content, not of the content given
+    said = capsys.readouterr().err  # and says where to look at both
+    assert f"the site: {tmp_path / 'site'}/ (to browse it: .venv/bin/mkdocs serve)" in said
+    issue = tmp_path / "outbox" / "2016-W43"
+    assert f"the email: {issue}/issue.html in a browser" in said and (issue / "issue.html").is_file()
