@@ -6,12 +6,11 @@ intended change, `make golden` (DIGEST_UPDATE_GOLDEN=1) rewrites them.
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
