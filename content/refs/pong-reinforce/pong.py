@@ -729,13 +729,14 @@ def evaluate(args: Args, W1T, W2, n_games: int) -> dict:
 
 
 def record_play(args: Args, W1T, W2, path: Path) -> int:
-    """An animated GIF of the agent (right, green) playing a few points."""
+    """An animated GIF of the agent (right, green) playing a few points. It starts after the first
+    step: the emulator's reset frame has other colours, and a paused clip shows its first frame."""
     from PIL import Image
 
     rng, seeds = eval_rngs(args.seed + 1)
     env = make_env()
     frame = env.reset(seed=seeds[0])[0]
-    prev, frames, points = np.zeros(D, bool), [frame], 0
+    prev, frames, points = np.zeros(D, bool), [], 0
     while len(frames) < args.gif_max_frames and points < args.gif_points:
         cur = preprocess(frame)
         idx, vals = frame_change(cur, prev)
