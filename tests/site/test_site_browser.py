@@ -102,6 +102,51 @@ def test_korean_titles_wrap_between_words_on_a_phone(open_page, base_url):
         assert watch.page.evaluate(MID_WORD_BREAKS, selector) == [], path
 
 
+PONG = "notes/2016/reinforce-pong-at-gym/"
+# Every image loaded, so none above a clip changes the layout while it is looked at.
+IMAGES_LOADED = """() => { document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; });
+  return [...document.images].every(i => i.complete && i.naturalWidth > 0); }"""
+
+
+def _two_looks(clip, page) -> tuple[bytes, bytes]:
+    first = clip.screenshot()
+    page.wait_for_timeout(700)  # 14 frames of the clip
+    return first, clip.screenshot()
+
+
+def test_a_game_clip_can_be_paused_and_played_again(open_page, base_url):
+    watch = open_page()
+    watch.page.goto(base_url + PONG, wait_until="networkidle")
+    clip = watch.page.locator(".digest-clip").first
+    clip.scroll_into_view_if_needed()
+    watch.page.wait_for_function(IMAGES_LOADED)
+    button = clip.get_by_role("button")
+    assert button.get_attribute("aria-pressed") == "false"
+    first, later = _two_looks(clip, watch.page)
+    assert first != later  # it plays
+    button.click()
+    assert button.get_attribute("aria-pressed") == "true" and clip.locator("canvas").is_visible()
+    assert not clip.locator("img").is_visible()  # the frozen frame in its place, not beside it
+    first, later = _two_looks(clip, watch.page)
+    assert first == later  # frozen on one frame
+    button.click()
+    assert clip.locator("img").is_visible() and not clip.locator("canvas").is_visible()
+    assert watch.errors == [] and watch.failed == []
+
+
+def test_a_game_clip_starts_paused_for_readers_who_ask_for_reduced_motion(open_page, base_url):
+    watch = open_page()
+    watch.page.emulate_media(reduced_motion="reduce")
+    watch.page.goto(base_url + PONG, wait_until="networkidle")
+    watch.page.wait_for_function(IMAGES_LOADED)
+    for clip in watch.page.locator(".digest-clip").all():
+        clip.scroll_into_view_if_needed()
+        assert clip.get_by_role("button").get_attribute("aria-pressed") == "true"
+        first, later = _two_looks(clip, watch.page)
+        assert first == later and clip.locator("canvas").is_visible() and not clip.locator("img").is_visible()
+    assert watch.errors == [] and watch.failed == []
+
+
 def test_phone_search_opens_from_the_header(open_page, base_url, artifacts):
     watch = open_page(PHONE)
     watch.page.goto(base_url, wait_until="networkidle")
