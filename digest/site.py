@@ -366,6 +366,28 @@ def _figure_file(folder: Path, files: list[str]) -> str:
     return min(still, key=lambda f: (folder / f).stat().st_size if (folder / f).exists() else 0)
 
 
+def share_image(note: Note, refs: dict[str, Reference], config: SiteConfig) -> str | None:
+    """The first still figure the note shows (a progress report's while its run is unfinished), as
+    the absolute address of its PNG: what link previews (Open Graph: KakaoTalk, Slack, X) show
+    beside the title. None when the note shows no PNG figure."""
+    for found in directives.scan(note.body):
+        ref = refs.get(found.name) if isinstance(found, directives.Directive) else None
+        if ref is None or found.kind == "ref":
+            continue
+        if found.kind == "ref_progress":
+            report, folder = ref.unfinished(found.item), progress_folder(found.item)
+            figures = [] if report is None else [f for stem, files in report.figures.items()
+                                                 if stem in ref.manifest.progress.figures for f in files]
+        else:
+            report = ref.shown()
+            folder = report.profile if report else ""
+            figures = report.figures.get(found.item, []) if report else []
+        png = next((f for f in figures if f.endswith(".png")), None)
+        if png:
+            return config.absolute(figure_path(ref.name, folder, png))
+    return None
+
+
 class _NoteResults:
     """Renders the directives of one note and remembers which references it cited."""
 
@@ -531,9 +553,11 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
         newer = published[i - 1] if i > 0 else None
         older = published[i + 1] if i + 1 < len(published) else None
         if directives.OPENING_RE.search(note.body):
-            pages.add(note_page(note), "note.md.j2", note=note, refs=refs, newer=newer, older=older)
+            pages.add(note_page(note), "note.md.j2", note=note, refs=refs, newer=newer, older=older,
+                      share_image=share_image(note, refs, config))
         else:
-            pages.add_kept(note_page(note), "note.md.j2", note=note, refs={}, newer=newer, older=older)
+            pages.add_kept(note_page(note), "note.md.j2", note=note, refs={}, newer=newer, older=older,
+                           share_image=None)
 
     by_tag = notes_by_tag(content)
     for tag_id, tag in content.tags.items():

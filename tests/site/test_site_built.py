@@ -132,6 +132,23 @@ def test_note_page_meta_open_graph_and_canonical(site_dir):
     assert "<title>역전파, 정말 직접 짜 봐야 할까? - ML 읽기 노트</title>" in html
 
 
+def test_a_note_with_figures_shares_its_first_still_figure_as_the_link_preview(site_dir):
+    def meta(path: str) -> dict[str, str]:
+        tags = elements(site_dir / path / "index.html")
+        return {a.get("property") or a.get("name"): a.get("content", "") for t, a in tags if t == "meta"}
+
+    gates = meta("notes/2016/hackers-guide-to-neural-networks")
+    image = gates["og:image"]
+    assert image.startswith(SITE_URL + "refs/backprop-gates/") and image.endswith(".png")
+    assert (site_dir / image.removeprefix(SITE_URL)).stat().st_size > 0  # published with the site
+    assert gates["twitter:card"] == "summary_large_image"
+    # Pong's learning curve: so far while its run is unfinished, then the full run's
+    pong = meta("notes/2016/reinforce-pong-at-gym")["og:image"]
+    assert pong in {f"{SITE_URL}refs/pong-reinforce/{run}/learning_curve.png" for run in ("full-progress", "full")}
+    plain = meta("notes/2016/fast-weights-rnn")  # no figures: no image, the small card
+    assert "og:image" not in plain and plain["twitter:card"] == "summary"
+
+
 def test_math_and_code_are_marked_up_for_local_rendering(site_dir):
     math = (site_dir / "notes/2016/fast-weights-rnn/index.html").read_text(encoding="utf-8")
     assert 'class="arithmatex"' in math
