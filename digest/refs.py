@@ -511,8 +511,11 @@ def run_reference(ref: Reference, profile: str, *, resume: bool = False, timeout
         if status is None and pausing:  # checkpoints are written atomically: the last one is whole
             progress(f"[{ref.name}] stopped after {stop_after:.0f} s as asked; its checkpoints stay in "
                      f"{display_path(state, ref.dir.parent.parent)}: continue with --resume")
-            if ref.manifest.progress is not None:
-                report_progress(ref, profile, state_dir=state, progress=progress)
+            # ref.yml as it is now: the report is drawn by the code on disk, which a run of hours may
+            # have outlived (an unreadable ref.yml leaves the one the run began with)
+            current = load_references(ref.dir.parent.parent).get(ref.name, ref)
+            if current.manifest.progress is not None:
+                report_progress(current, profile, state_dir=state, progress=progress)
             return None
         if status is None:
             raise ReferenceRunError(_failure(ref.name, profile, f"timed out after {timeout:.0f} s", tail))

@@ -34,6 +34,8 @@ TOY_SCRIPT = textwrap.dedent('''
     if args.progress:  # what the checkpoint says so far: the step it reached, and a figure of it
         step = int((Path(args.state) / "checkpoint.txt").read_text().split()[1])
         (Path(args.out) / "curve.svg").write_text(f"<svg xmlns='http://www.w3.org/2000/svg' id='step{step}'/>")
+        if "scatter:" in Path("ref.yml").read_text(encoding="utf-8"):  # a figure added while it trained
+            (Path(args.out) / "scatter.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
         (Path(args.out) / "metrics.json").write_text(json.dumps({"count": step}))
         sys.exit(0)
     mode = Path("mode.txt").read_text().strip() if Path("mode.txt").exists() else "ok"
@@ -42,7 +44,11 @@ TOY_SCRIPT = textwrap.dedent('''
     if mode == "crash":
         print("something broke in step 3", file=sys.stderr)
         sys.exit(3)
-    if mode == "hang":
+    if mode == "hang-edit":  # as a developer would, mid-run: the progress report gets a figure
+        manifest = Path("ref.yml").read_text(encoding="utf-8")
+        manifest = manifest.replace("figures: [curve]", "figures: [curve, scatter]")
+        Path("ref.yml").write_text(manifest + "    scatter: {label: 점 그림}\\n", encoding="utf-8")
+    if mode.startswith("hang"):
         if args.state:
             (Path(args.state) / "checkpoint.txt").write_text("step 1")
         time.sleep(60)
@@ -353,6 +359,13 @@ def test_a_paused_run_shows_its_progress_until_it_finishes(project, capsys):
     assert toy(project).unfinished("full") is None
     assert not (project / "refs/toy/state/full/progress").exists()  # superseded by the results
     assert "학습 진행 중" not in toy_page(project)[0].text
+
+
+def test_a_pause_draws_progress_as_the_manifest_says_now_not_as_when_the_run_began(project):
+    show_progress(project)
+    (project / "refs/toy/mode.txt").write_text("hang-edit")  # adds a progress figure, then trains on
+    assert run_reference(toy(project), "full", stop_after=1, progress=lambda line: None) is None
+    assert toy(project).unfinished("full").figures == {"curve": ["curve.svg"], "scatter": ["scatter.svg"]}
 
 
 def test_progress_box_shows_the_checkpoint_numbers_and_figure(project):
