@@ -366,6 +366,11 @@ def _figure_file(folder: Path, files: list[str]) -> str:
     return min(still, key=lambda f: (folder / f).stat().st_size if (folder / f).exists() else 0)
 
 
+def _progress_figures(ref: Reference, report: Results) -> list[tuple[str, list[str]]]:
+    """(stem, files) of the progress report's figures that ref.yml declares, in the report's order."""
+    return [(stem, files) for stem, files in report.figures.items() if stem in ref.manifest.progress.figures]
+
+
 def share_image(note: Note, refs: dict[str, Reference], config: SiteConfig) -> str | None:
     """The first still figure the note shows (a progress report's while its run is unfinished), as
     the absolute address of its PNG: what link previews (Open Graph: KakaoTalk, Slack, X) show
@@ -376,8 +381,7 @@ def share_image(note: Note, refs: dict[str, Reference], config: SiteConfig) -> s
             continue
         if found.kind == "ref_progress":
             report, folder = ref.unfinished(found.item), progress_folder(found.item)
-            figures = [] if report is None else [f for stem, files in report.figures.items()
-                                                 if stem in ref.manifest.progress.figures for f in files]
+            figures = [] if report is None else [f for _, files in _progress_figures(ref, report) for f in files]
         else:
             report = ref.shown()
             folder = report.profile if report else ""
@@ -440,7 +444,7 @@ class _NoteResults:
         folder = ref.progress_dir(profile)
         figures = [(stem, spec.figures[stem].label,
                     self.link(figure_path(name, progress_folder(profile), _figure_file(folder, files))))
-                   for stem, files in report.figures.items() if stem in spec.figures]
+                   for stem, files in _progress_figures(ref, report)]
         return _render_fragment("ref_progress.md.j2", ref=ref, report=report, values=values, figures=figures)
 
     def provenance(self) -> str:
