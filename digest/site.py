@@ -586,8 +586,7 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
                       year=year, month=month)
     for year, months in years.items():  # every note of the year by title: one click from the archive
         notes = [(month, by_month[(year, month)]) for month, _ in months]
-        pages.add(year_page(year), "year.md.j2", year=year, months=notes, month_page=month_page,
-                  total=sum(count for _, count in months))
+        pages.add(year_page(year), "year.md.j2", year=year, months=notes, month_page=month_page)
     pages.add("archive/index.md", "archive.md.j2", years=years, month_page=month_page, year_page=year_page)
 
     pages.add("subscribe/index.md", "subscribe.md.j2")
