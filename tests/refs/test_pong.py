@@ -359,3 +359,12 @@ def test_weight_mosaic_shows_the_units_the_output_weighs_most_with_zero_as_grey(
     np.testing.assert_allclose(second, 0.5 + 0.5 * w3 / np.abs(w3).max())
     assert (mosaic[80:82] == 1.0).all() and (mosaic[:, 80:82] == 1.0).all()  # white gaps
 
+
+
+def test_trend_is_the_recent_slope_per_thousand_episodes():
+    # flat for 10,000 episodes, then +0.5 per 1,000 over the last 5,000: only the recent stretch counts
+    running = [-20.0] * 10_000 + list(-20.0 + 0.0005 * np.arange(5_000))
+    assert pong.running_reward_trend(running) == pytest.approx(0.5)
+    assert pong.running_reward_trend(running, window=20_000) < 0.5  # a longer window dilutes it
+    assert pong.running_reward_trend([3.0, 1.0]) == pytest.approx(-2000.0)  # falling: negative
+    assert pong.running_reward_trend([-21.0]) == 0.0  # one episode has no slope

@@ -961,9 +961,22 @@ def parse_args(argv=None) -> tuple[Args, argparse.Namespace]:
     return Args(**overrides, faithful=ns.faithful, seed=ns.seed), ns
 
 
+TREND_EPISODES = 5_000  # the recent stretch of the learning curve whose slope the progress report shows
+
+
+def running_reward_trend(running: list[float], window: int = TREND_EPISODES) -> float:
+    """How fast the running reward has been moving lately: the least-squares slope of its last
+    `window` episodes, per 1,000 episodes (0 with fewer than two episodes)."""
+    recent = np.asarray(running[-window:], dtype=float)
+    if len(recent) < 2:
+        return 0.0
+    return float(np.polyfit(np.arange(len(recent)), recent, 1)[0] * 1000)
+
+
 def training_metrics(L: Learner) -> dict:
     """The learning so far, as the engine's metrics (see ref.yml)."""
     return {
+        "trend_per_1000_episodes": running_reward_trend(L.curve["running"]),
         "episodes": L.episodes, "updates": L.updates, "env_steps": L.env_steps,
         "wall_seconds": L.wall_seconds, "wall_hours": L.wall_seconds / 3600,
         "steps_per_second": L.env_steps / max(L.wall_seconds, 1e-9),
