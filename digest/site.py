@@ -371,6 +371,64 @@ def _progress_figures(ref: Reference, report: Results) -> list[tuple[str, list[s
     return [(stem, files) for stem, files in report.figures.items() if stem in ref.manifest.progress.figures]
 
 
+def _progress_figure_paths(ref: Reference, report: Results) -> list[tuple[str, str]]:
+    """(stem, path inside the site) of each figure a progress report shows."""
+    folder = ref.progress_dir(report.profile)
+    return [(stem, figure_path(ref.name, progress_folder(report.profile), _figure_file(folder, files)))
+            for stem, files in _progress_figures(ref, report)]
+
+
+def progress_values(ref: Reference, report: Results, where: str = "") -> list[tuple[str, str]]:
+    """(label, formatted value) of each number ref.yml's ``progress`` declares, in its order."""
+    try:
+        return [(m.label, directives.format_metric(report.metrics[key], m.fmt))
+                for key, m in ref.manifest.progress.metrics.items()]
+    except (KeyError, ValueError) as exc:
+        raise ReferenceRunError(f"{where}the progress report of '{ref.name}' cannot be shown ({exc}); "
+                                f"run: digest refs progress {ref.name} --profile {report.profile}") from None
+
+
+@dataclass(frozen=True)
+class RefOverview:
+    """One reference as the references page shows it."""
+
+    ref: Reference
+    shown: Results | None  # the results notes show (full, else quick)
+    progress: list[tuple[Results, list[tuple[str, str]]]]  # unfinished runs: (report, (label, value) pairs)
+    figure: tuple[str, str] | None  # (path inside the site, what it shows): the newest still figure
+    notes: list[Note]  # the notes that cite it, newest first
+
+
+def reference_overviews(refs: dict[str, Reference], content: Content) -> list[RefOverview]:
+    """Every reference by name, with what it shows now and the notes citing it."""
+    citing: dict[str, list[Note]] = defaultdict(list)
+    for note in content.published:
+        for name in dict.fromkeys(d.name for d in directives.scan(note.body) if isinstance(d, directives.Directive)):
+            citing[name].append(note)
+    return [RefOverview(ref, ref.shown(), _unfinished_runs(ref), _newest_still(ref), citing.get(name, []))
+            for name, ref in sorted(refs.items())]
+
+
+def _unfinished_runs(ref: Reference) -> list[tuple[Results, list[tuple[str, str]]]]:
+    reports = [ref.unfinished(profile) for profile in ref.progress]
+    return [(report, progress_values(ref, report)) for report in reports if report is not None]
+
+
+def _newest_still(ref: Reference) -> tuple[str, str] | None:
+    """An unfinished run's first still progress figure, else the first still figure of the shown results."""
+    for report in filter(None, (ref.unfinished(profile) for profile in ref.progress)):
+        for stem, path in _progress_figure_paths(ref, report):
+            if not path.endswith((".gif", ".webp")):
+                return path, ref.manifest.progress.figures[stem].label
+    shown = ref.shown()
+    for stem in ref.manifest.figures if shown else ():
+        files = [f for f in shown.figures.get(stem, []) if f.endswith((".svg", ".png"))]
+        if files:
+            path = figure_path(ref.name, shown.profile, _figure_file(ref.results_dir(shown.profile), files))
+            return path, f"{ref.manifest.title} · {stem} ({shown.profile} 프로필)"
+    return None
+
+
 def share_image(note: Note, refs: dict[str, Reference], config: SiteConfig) -> str | None:
     """The first still figure the note shows (a progress report's while its run is unfinished), as
     the absolute address of its PNG: what link previews (Open Graph: KakaoTalk, Slack, X) show
@@ -434,17 +492,9 @@ class _NoteResults:
         report = ref.unfinished(profile) if ref else None
         if report is None:
             return ""
-        spec = ref.manifest.progress
-        try:
-            values = [(m.label, directives.format_metric(report.metrics[key], m.fmt))
-                      for key, m in spec.metrics.items()]
-        except (KeyError, ValueError) as exc:
-            raise ReferenceRunError(f"{self.note.path}: the progress report of '{name}' cannot be shown ({exc}); "
-                                    f"run: digest refs progress {name} --profile {profile}") from None
-        folder = ref.progress_dir(profile)
-        figures = [(stem, spec.figures[stem].label,
-                    self.link(figure_path(name, progress_folder(profile), _figure_file(folder, files))))
-                   for stem, files in _progress_figures(ref, report)]
+        values = progress_values(ref, report, where=f"{self.note.path}: ")
+        figures = [(stem, ref.manifest.progress.figures[stem].label, self.link(path))
+                   for stem, path in _progress_figure_paths(ref, report)]
         return _render_fragment("ref_progress.md.j2", ref=ref, report=report, values=values, figures=figures)
 
     def provenance(self) -> str:
@@ -588,6 +638,8 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
         notes = [(month, by_month[(year, month)]) for month, _ in months]
         pages.add(year_page(year), "year.md.j2", year=year, months=notes, month_page=month_page)
     pages.add("archive/index.md", "archive.md.j2", years=years, month_page=month_page, year_page=year_page)
+
+    pages.add("refs/index.md", "refs.md.j2", overviews=reference_overviews(refs, content))
 
     pages.add("subscribe/index.md", "subscribe.md.j2")
     _embed_subscribe_form(pages, content, config)

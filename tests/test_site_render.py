@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import posixpath
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,6 +19,7 @@ import feedparser
 import pytest
 
 from digest.check import load_content
+from digest.directives import format_metric
 from digest.model import KINDS, Tag
 from digest.site import (
     DuplicatePageError,
@@ -255,6 +257,44 @@ def test_golden_rendered_pages(real, path):
     assert golden.is_file(), f"missing {golden.relative_to(ROOT)}: run `make golden`"
     assert actual == golden.read_text(encoding="utf-8"), f"{path} differs from its golden file: " \
         "if the change is intended, run `make golden` and review the diff"
+
+
+def _section(page: str, anchor_id: str) -> str:
+    start = page.index(f'id="{anchor_id}"')
+    return page[start:page.index("</section>", start)]
+
+
+def test_references_page_shows_each_reference_its_results_progress_and_citing_notes(real):
+    content, refs, site = real
+    page = pages_of(site)["refs/index.md"].before
+    assets = {asset.path for asset in site.assets}
+    for name, ref in refs.items():
+        section = _section(page, name)
+        shown = ref.shown()
+        assert f"{shown.profile} 프로필 · {shown.finished_date} 실행" in section
+        assert shown.code_sha256[:12] in section
+        assert f"blob/main/content/refs/{name}/{ref.manifest.entry}" in section
+        citing = [n for n in content.published if f'"{name}"' in n.body]
+        assert citing and all(f'href="../notes/{n.date.year}/{n.slug}/"' in section for n in citing)
+        figure = posixpath.normpath("refs/" + re.search(r'<img src="([^"]+)"', section)[1])  # page URL: refs/
+        assert figure in assets  # a figure the site publishes, not a dead link
+        for profile in ref.progress:
+            if (report := ref.unfinished(profile)) is None:
+                continue
+            assert figure.startswith(f"refs/{name}/{profile}-progress/")  # a run in training shows its newest figure
+            for key, shown_as in ref.manifest.progress.metrics.items():
+                value = format_metric(report.metrics[key], shown_as.fmt)
+                assert f"<li>{shown_as.label}: <strong>{value}</strong></li>" in section
+
+
+def test_references_page_says_when_a_reference_has_no_results_and_no_notes(real):
+    content, refs, _ = real
+    bare = dataclasses.replace(refs["backprop-gates"], results={}, progress={})
+    hushed = dataclasses.replace(content, notes=tuple(n for n in content.notes if "{{ ref" not in n.body))
+    section = _section(pages_of(render_site(hushed, {"backprop-gates": bare}))["refs/index.md"].before,
+                       "backprop-gates")
+    assert "노트에 보이는 결과: 아직 없습니다 (<code>digest refs run backprop-gates</code>)" in section
+    assert "인용하는 노트: 없음" in section and "<img" not in section
 
 
 def test_home_and_subscribe_pages_embed_the_subscribe_form_outside_the_sanitizer():
