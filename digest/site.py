@@ -344,6 +344,9 @@ def notes_by_month(content: Content) -> dict[tuple[int, int], list[Note]]:
     return group_notes(content, lambda note: ((note.date.year, note.date.month),))
 
 
+REFS_PAGE = "refs/index.md"  # every reference, its results and the notes citing it
+
+
 def figure_path(name: str, profile: str, file: str) -> str:
     return f"refs/{name}/{profile}/{file}"
 
@@ -498,7 +501,8 @@ class _NoteResults:
         return _render_fragment("ref_progress.md.j2", ref=ref, report=report, values=values, figures=figures)
 
     def provenance(self) -> str:
-        return _render_fragment("provenance.md.j2", cited=self.cited, config=self.config)
+        return _render_fragment("provenance.md.j2", cited=self.cited, config=self.config,
+                                refs_page=relative_url(REFS_PAGE, self.here))
 
 
 def _render_fragment(template: str, **context) -> str:
@@ -639,7 +643,7 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
         pages.add(year_page(year), "year.md.j2", year=year, months=notes, month_page=month_page)
     pages.add("archive/index.md", "archive.md.j2", years=years, month_page=month_page, year_page=year_page)
 
-    pages.add("refs/index.md", "refs.md.j2", overviews=reference_overviews(refs, content))
+    pages.add(REFS_PAGE, "refs.md.j2", overviews=reference_overviews(refs, content))
 
     pages.add("subscribe/index.md", "subscribe.md.j2")
     _embed_subscribe_form(pages, content, config)

@@ -457,6 +457,7 @@ def test_site_shows_values_figures_and_provenance(project):
     assert ">8.0</span>" in page.text
     assert "](../../refs/toy/quick/curve.svg)" in page.text
     assert "실행 결과의 출처" in page.text and refs["toy"].results["quick"].code_sha256[:12] in page.text
+    assert '<a href="../../../refs/#toy"><code>toy</code></a>' in page.text  # its entry on the references page
     assert {a.path for a in site.assets} == {"refs/toy/quick/curve.png", "refs/toy/quick/curve.svg"}
 
 
