@@ -24,6 +24,7 @@ PAGES = {
     "tags": "tags/",
     "person": "people/andrej-karpathy/",
     "archive": "archive/",
+    "references": "refs/",
     "feed-atom": "feed.xml",
     "feed-json": "feed.json",
     "tag-feed-atom": "tags/andrej-karpathy/feed.xml",
