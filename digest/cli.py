@@ -153,21 +153,21 @@ def _mail_args(parser: argparse.ArgumentParser) -> None:
     _content_arg(parser)
 
 
-def _week(args, content):
-    from .compose import IsoWeek, current_week
+def _week(args, default):
+    from .compose import IsoWeek
 
-    return IsoWeek.parse(args.week) if args.week else current_week()
+    return IsoWeek.parse(args.week) if args.week else default()
 
 
 def cmd_issue(args) -> int:
     from .check import load_content
-    from .compose import compose, write_outbox
+    from .compose import compose, current_week, write_outbox
     from .mail import mail_settings
 
     env, config = _mail_config(args)
     content, _ = load_content(args.content)
     settings = mail_settings(env, config)
-    issue = compose(content, _week(args, content), settings.site_url, allow_empty=args.allow_empty)
+    issue = compose(content, _week(args, current_week), settings.site_url, allow_empty=args.allow_empty)
     folder = write_outbox(issue, content, settings, args.outbox)
     print(f"composed {issue.id} ({issue.week.label}): {len(issue.notes)} note(s) → {folder}/ "
           "issue.html issue.txt issue.eml issue.json")
@@ -184,14 +184,14 @@ def _store(args, env, config):
 def cmd_send(args) -> int:
     from .check import load_content
     from .compose import compose as compose_issue
-    from .compose import render, weeks_with_notes
+    from .compose import finished_week, render, weeks_with_notes
     from .deliver import OutboxTransport, SmtpTransport, send, send_settings, smtp_settings, status_lines
     from .mail import mail_settings
 
     env, config = _mail_config(args)
     store = _store(args, env, config)
     content, _ = load_content(args.content)
-    week = _week(args, content)
+    week = _week(args, finished_week)
     if args.status:
         print("\n".join(status_lines(store, week.name, args.to, addresses=args.addresses)))
         return 0
@@ -448,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "skips nobody. --to outbox (default) writes one .eml per recipient into "
                                    "outbox/<week>/mail/; --to smtp sends through DIGEST_SMTP_* settings. Exit 75 "
                                    "when recipients remain (temporary failures, pause): run it again later.")
-    p.add_argument("--week", metavar="YYYY-Www", help="e.g. 2016-W28 (default: the current week)")
+    p.add_argument("--week", metavar="YYYY-Www",
+                   help="e.g. 2016-W28 (default: last week, the latest whose Sunday is over in Seoul)")
     p.add_argument("--to", choices=("outbox", "smtp"), default="outbox")
     p.add_argument("--status", action="store_true", help="report what was sent, per state; send nothing")
     p.add_argument("--addresses", action="store_true", help="with --status: also list each recipient's address")

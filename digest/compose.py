@@ -124,6 +124,12 @@ def current_week(today: dt.date | None = None) -> IsoWeek:
     return IsoWeek.of(today or dt.datetime.now(SEOUL).date())
 
 
+def finished_week(today: dt.date | None = None) -> IsoWeek:
+    """The latest week whose Sunday is over in Seoul: what the Monday mailing sends. Sending the
+    current week instead would mail Monday's notes and drop the six days after them for good."""
+    return IsoWeek.of((today or dt.datetime.now(SEOUL).date()) - dt.timedelta(days=7))
+
+
 def weeks_with_notes(content: Content) -> list[IsoWeek]:
     """Newest first."""
     return sorted({IsoWeek.of(n.date) for n in content.published}, reverse=True)

@@ -175,6 +175,14 @@ def test_send_command_defaults_to_the_outbox_and_reports_status(store, content, 
     assert "reader2@example.org" in capsys.readouterr().out
 
 
+def test_send_without_a_week_reports_on_last_week_not_the_one_just_begun(store, content, monkeypatch, capsys):
+    from digest.compose import finished_week
+
+    monkeypatch.setenv("DIGEST_STORE", str(store.path))
+    assert cli.main(["send", "--status", "--content", str(content.root)]) == 0
+    assert capsys.readouterr().out.startswith(f"{finished_week().name} → outbox:")
+
+
 def test_smtp_refuses_the_placeholder_sender_and_unsubscribe_service(store, content, monkeypatch, capsys):
     monkeypatch.setenv("DIGEST_STORE", str(store.path))
     monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")

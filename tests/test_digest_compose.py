@@ -27,6 +27,7 @@ from digest.compose import (
     all_issues,
     compose,
     current_week,
+    finished_week,
     default_week,
     issues_feed,
     render,
@@ -108,6 +109,13 @@ def test_weeks_are_iso_weeks_in_seoul():
     assert IsoWeek.parse("2016-W26").label == "2016년 6월 27일~7월 3일"
     # Sunday 23:30 UTC is Monday 08:30 in Seoul: already the next week there
     assert current_week(dt.datetime(2016, 7, 17, 23, 30, tzinfo=dt.UTC).astimezone(SEOUL).date()).name == "2016-W29"
+
+
+def test_the_monday_mailing_sends_the_week_that_just_ended():
+    monday_9am_seoul = dt.datetime(2026, 12, 7, 0, 0, tzinfo=dt.UTC).astimezone(SEOUL).date()
+    assert finished_week(monday_9am_seoul).name == "2026-W49"  # 11월 30일~12월 6일, not the week begun
+    assert finished_week(dt.date(2026, 12, 13)).name == "2026-W49"  # on Sunday its own week is not over
+    assert finished_week(dt.date(2027, 1, 4)).name == "2026-W53"  # across the year
 
 
 def test_build_composes_this_week_or_the_latest_week_with_notes(content, tmp_path):
