@@ -18,7 +18,9 @@ from digest.store import (
     normalize_address,
     open_store,
     sign_expiring,
+    sign_token,
     verify_expiring,
+    verify_token,
 )
 
 
@@ -163,6 +165,46 @@ def test_a_version_1_sqlite_store_is_migrated_in_place(tmp_path):
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert store.secret() == bytes.fromhex("ab" * 32) and store.get(1).address == "a@example.org"
     assert store.request_confirmation("a@example.org", (), 0, 60)[1] is not None
+    store.close()
+
+
+def test_a_removed_subscribers_id_and_links_never_pass_to_the_next_one(store):
+    alice, _ = store.add("alice@example.org")
+    link = sign_token(store.secret(), "unsubscribe", alice.id)  # in every email alice got
+    _, carols = store.request_confirmation("carol@example.org", (), 0, 3600)
+    assert store.remove(alice.id) and store.remove(store.find("carol@example.org").id)
+    bob, _ = store.add("bob@example.org")
+    _, daves = store.request_confirmation("dave@example.org", (), 0, 3600)
+    assert bob.id != alice.id and store.get(verify_token(store.secret(), "unsubscribe", link)) is None
+    assert daves.id != carols.id and store.confirm(carols.id) == ("unknown", None)  # carol's link confirms nobody
+    assert store.get(bob.id).status == "confirmed" and store.find("dave@example.org").status == "pending"
+
+
+def test_a_version_2_sqlite_store_keeps_every_row_through_the_id_upgrade(tmp_path):
+    path = tmp_path / "v2.sqlite3"
+    con = sqlite3.connect(path)
+    con.executescript(";".join(migration_statements(0, "sqlite") + migration_statements(1, "sqlite"))
+                      + ";PRAGMA user_version=2;")
+    con.execute("INSERT INTO meta VALUES ('secret', ?)", ("cd" * 32,))
+    con.execute("INSERT INTO subscribers VALUES (7, 'a@example.org', 'a@example.org', 'confirmed', '', 'x', 'x')")
+    con.execute("INSERT INTO subscriber_topics VALUES (7, 'backprop')")
+    con.execute("INSERT INTO confirmations VALUES (3, 7, 'backprop', 1, 99999999999, NULL)")
+    con.execute("INSERT INTO deliveries VALUES ('2016-W28', 'outbox', 7, 'sent', 1, '', 'x')")
+    con.commit()
+    con.close()
+    store = SqliteStore(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert store.get(7).topics == ("backprop",) and store.counts("2016-W28", "outbox")["sent"] == 1
+    assert store.confirm(3)[0] == "confirmed"
+    assert store.remove(7) and store.add("b@example.org")[0].id == 8  # the removed largest id stays retired
+    store.close()
+
+
+def test_the_sqlite_store_is_readable_by_its_owner_only(tmp_path):
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    store.add("a@example.org")
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {
+        "s.sqlite3": 0o600, "s.sqlite3-wal": 0o600, "s.sqlite3-shm": 0o600}
     store.close()
 
 
