@@ -266,7 +266,7 @@ class OutboxTransport:
     def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool]) -> Outcome:
         path = self.path(recipient)
         try:
-            tmp = beside(path, message)
+            tmp = beside(path, message, private=True)
         except OSError as exc:
             return Outcome("lost", f"cannot write {exc.filename}: {exc.strerror}")
         if not commit():

@@ -7,15 +7,19 @@ import os
 from pathlib import Path
 
 
-def beside(path: Path, data: str | bytes) -> Path:
+def beside(path: Path, data: str | bytes, private: bool = False) -> Path:
     """Write ``data`` (text as UTF-8) to a hidden file beside ``path``; ``os.replace`` it onto
-    ``path`` to commit."""
+    ``path`` to commit. ``private``: readable by its owner only (an email holds an address)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+    with os.fdopen(fd, "wb") as out:
+        if private:
+            os.fchmod(fd, 0o600)  # an older tmp file left by a crash keeps its mode through O_CREAT
+        out.write(data.encode("utf-8") if isinstance(data, str) else data)
     return tmp
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes, private: bool = False) -> None:
     """Replace ``path`` with ``data`` in one rename: a reader sees the old file or the new one,
     never a part."""
-    os.replace(beside(path, data), path)
+    os.replace(beside(path, data, private), path)

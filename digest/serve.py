@@ -270,7 +270,7 @@ class Mailer:
         folder = self.settings.outbox / "confirmations"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}-{who}.eml"
-        write_atomic(path, message)
+        write_atomic(path, message, private=True)
         log.info("confirmation for %s written to %s", who, path.name)
 
     def _smtp(self, address: str, message: bytes, who: str) -> None:

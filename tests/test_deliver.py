@@ -155,6 +155,7 @@ def test_outbox_gets_one_file_per_recipient_once_and_names_without_addresses(sto
     assert counts["sent"] == 6 and counts["pending"] == 0
     files = sorted(folder.glob("*.eml"))
     assert len(files) == 6 and not any("@" in f.name or "reader" in f.name for f in files)
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o600}  # each holds an address: the owner's to read
     again = send(store, template, "outbox", factory, FAST, "digest@example.org", log=lambda line: None)
     assert again == counts and len(list(folder.glob("*.eml"))) == 6
     tos = sorted(email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"] for f in files)
