@@ -47,6 +47,7 @@ CONTENT_ENV = "DIGEST_CONTENT"  # another content folder (benchmarks, tests): sa
 CACHE_DIR = ".cache/search"  # beside the content folder, gitignored
 
 log = logging.getLogger("mkdocs.plugins.digest")
+SERVICE_ENV = "DIGEST_SERVICE_URL"  # where the site's subscribe form posts (`digest serve`)
 WORKERS_ENV = "DIGEST_BUILD_WORKERS"  # processes that render pages; 1 = all in MkDocs's own loop
 MIN_SHARE = 200  # pages below which a worker costs more (fork, env) than it saves
 
@@ -454,8 +455,16 @@ def _site_config(config) -> SiteConfig:
         site_url=config.site_url or SiteConfig.site_url,
         site_name=config.site_name or SiteConfig.site_name,
         cache_dir=_content_root(config).parent / CACHE_DIR,
-        service_url=os.environ.get("DIGEST_SERVICE_URL") or extra.get("subscribe_url") or SiteConfig.service_url,
+        service_url=_service_url(extra),
     )
+
+
+def _service_url(extra: dict) -> str | None:
+    """DIGEST_SERVICE_URL when set; set but empty (a workflow whose repository has no service) means
+    no form; unset, mkdocs.yml's ``extra.subscribe_url`` or the loopback `digest serve`."""
+    if SERVICE_ENV in os.environ:
+        return os.environ[SERVICE_ENV].strip() or None
+    return extra.get("subscribe_url") or SiteConfig.service_url
 
 
 def on_shutdown():

@@ -48,7 +48,8 @@ class SiteConfig:
     home_size: int = 12  # cards on the home page
     feed_size: int = 20  # entries per feed
     cache_dir: Path | None = None  # where search analysis is cached by content hash
-    service_url: str = "http://127.0.0.1:8470/"  # `digest serve`: where the subscribe form posts
+    # `digest serve`: where the subscribe form posts; None: no service, so no form (feeds only)
+    service_url: str | None = "http://127.0.0.1:8470/"
 
     def source_url(self, path: str) -> str:
         return f"{self.repo_url.rstrip('/')}/blob/{self.branch}/{path}"
@@ -589,6 +590,8 @@ def _embed_subscribe_form(pages: _Pages, content: Content, config: SiteConfig) -
     """The subscribe form on the home page and /subscribe/, after sanitizing (it drops forms)."""
     from .serve import subscribe_form_html
 
+    if config.service_url is None:  # the pages say so and point to the feeds
+        return
     form = subscribe_form_html(config.service_url, content.tags)
     for path in ("index.md", "subscribe/index.md"):
         pages.pages[path] = dataclasses.replace(pages.pages[path], trusted_after=form)

@@ -310,3 +310,29 @@ def test_home_and_subscribe_pages_embed_the_subscribe_form_outside_the_sanitizer
         assert all(f'value="{tag}"' in form for tag in content.tags)
         assert "<script" not in form
     assert all(not p.trusted_after for path, p in pages.items() if path not in ("index.md", "subscribe/index.md"))
+
+
+def test_without_a_subscription_service_the_pages_offer_the_feed_instead_of_a_dead_form(real):
+    content, refs, _ = real
+    pages = pages_of(render_site(content, refs, SiteConfig(service_url=None)))
+    for path in ("index.md", "subscribe/index.md"):
+        assert pages[path].trusted_after == "" and "<form" not in pages[path].before
+        assert "이메일 구독 신청은 아직 받지 않습니다" in pages[path].before
+        feed = relative_url("digest/feed.xml", path)
+        assert f'<a href="{feed}">다이제스트 Atom 피드</a>로 같은 내용' in pages[path].before
+    with_service = pages_of(render_site(content, refs, SiteConfig(service_url="https://s.example.org/")))
+    assert "아직 받지 않습니다" not in with_service["index.md"].before
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "http://127.0.0.1:8470/"),  # a newcomer's build: the `digest serve` they can start
+    ({"DIGEST_SERVICE_URL": "https://subscribe.example.org/"}, "https://subscribe.example.org/"),
+    ({"DIGEST_SERVICE_URL": ""}, None),  # a workflow in a repository without the variable: no form
+])
+def test_the_form_posts_where_DIGEST_SERVICE_URL_says_and_nowhere_when_it_is_empty(monkeypatch, env, expected):
+    from digest.mkdocs_adapter import _service_url
+
+    monkeypatch.delenv("DIGEST_SERVICE_URL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _service_url({}) == expected
