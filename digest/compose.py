@@ -216,6 +216,18 @@ def _subject(issue: Issue, prefix: str):
     return subject
 
 
+def _heading(issue: Issue):
+    """The editor's headline for everyone; without one, the first note the reader gets."""
+    def heading(selected: tuple[int, ...]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        title, preheader = issue.title, issue.preheader
+        if not issue.headline and selected:
+            first = issue.notes[selected[0]]
+            title, preheader = first.title, header_text(first.summary, limit=140)
+        return ({"title": wrap(title).encode(), "preheader": preheader.encode()},
+                {"title": _escape(title).encode(), "preheader": _escape(preheader).encode()})
+    return heading
+
+
 def _topics(content: Content):
     def topics(chosen: tuple[str, ...]) -> tuple[str, str]:
         if not chosen:
@@ -248,7 +260,8 @@ def render(issue: Issue, content: Content, settings: MailSettings, secret: bytes
     return MessageTemplate(
         issue=issue.id, text=marks.parse(text), html=marks.parse(html),
         note_tags=tuple(frozenset(n.tag_ids) for n in issue.notes),
-        subject=_subject(issue, settings.list_name), topics=_topics(content), settings=settings,
+        subject=_subject(issue, settings.list_name), topics=_topics(content), heading=_heading(issue),
+        settings=settings,
         secret=secret, date=now or dt.datetime.now(SEOUL).replace(microsecond=0), signer=settings.signer)
 
 

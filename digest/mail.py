@@ -130,7 +130,8 @@ def read_config(path: str | Path | None) -> dict:
         from = "ML 읽기 노트 <digest@example.org>"
         site_url = "https://notes.example.org/"
         service_url = "https://subscribe.example.org/"   # digest serve: unsubscribe and preferences
-        # unsubscribe_mailto = "unsubscribe@example.org"; list_id = "weekly.example.org"
+        # list_id = "weekly.example.org"; unsubscribe_mailto = "unsubscribe@example.org" (only for
+        # a mailbox that acts on "unsubscribe <token>" subjects: List-Unsubscribe adds it beside the URL)
         [smtp]
         host = "smtp.example.org"    # port (587), security = "starttls" | "tls" | "none", username,
                                      # password_file, timeout, envelope_from; password: env only
@@ -201,9 +202,6 @@ class MailSettings:
     def domain(self) -> str:
         return self.sender.rpartition("@")[2]
 
-    @property
-    def mailbox(self) -> str:
-        return self.unsubscribe_mailbox or f"unsubscribe@{self.domain}"
 
     @property
     def list_address(self) -> str:
@@ -356,7 +354,7 @@ def base64_lines(data: bytes) -> bytes:
 class MessageTemplate:
     """One issue's message, ready to be filled in for each recipient.
 
-    ``subject`` and ``topics`` are called once per distinct selection (cached); everything else
+    ``subject``, ``topics`` and ``heading`` are called once per distinct selection (cached); everything else
     per recipient is HMAC tokens, byte joins and base64: tens of microseconds.
     """
 
@@ -366,6 +364,9 @@ class MessageTemplate:
     note_tags: tuple[frozenset[str], ...]
     subject: Callable[[tuple[int, ...]], str]
     topics: Callable[[tuple[str, ...]], tuple[str, str]]  # topic ids -> (text line, HTML line)
+    # selected notes -> the title and preheader slots of (text, HTML): a reader of some topics sees
+    # the heading of the first note they get, not of one they do not
+    heading: Callable[[tuple[int, ...]], tuple[dict[str, bytes], dict[str, bytes]]]
     settings: MailSettings
     secret: bytes
     date: dt.datetime
@@ -405,21 +406,24 @@ class MessageTemplate:
         return found
 
     def urls(self, subscriber_id: int) -> tuple[str, str, str]:
-        """(unsubscribe URL, preferences URL, unsubscribe mailto) of one subscriber."""
+        """(unsubscribe URL, preferences URL, unsubscribe mailto or "") of one subscriber. The mailto
+        only when ``unsubscribe_mailto`` names a mailbox someone processes: a mail client that
+        unsubscribes by email to an unread mailbox leaves the reader subscribed."""
         s = self.settings
         unsubscribe = sign_token(self.secret, "unsubscribe", subscriber_id)
         preferences = sign_token(self.secret, "preferences", subscriber_id)
-        return (f"{s.service_url}unsubscribe/{unsubscribe}", f"{s.service_url}preferences/{preferences}",
-                f"mailto:{s.mailbox}?subject=unsubscribe%20{unsubscribe}")
+        mailto = f"mailto:{s.unsubscribe_mailbox}?subject=unsubscribe%20{unsubscribe}" if s.unsubscribe_mailbox else ""
+        return f"{s.service_url}unsubscribe/{unsubscribe}", f"{s.service_url}preferences/{preferences}", mailto
 
-    def values(self, recipient: Subscriber) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    def values(self, recipient: Subscriber, selected: tuple[int, ...]) -> tuple[dict[str, bytes], dict[str, bytes]]:
         unsubscribe, preferences, _ = self.urls(recipient.id)
         topics_text, topics_html = self._cached(("topics", recipient.topics), lambda: tuple(
             part.encode() for part in self.topics(recipient.topics)))
+        heading_text, heading_html = self._cached(("heading", selected[:1]), lambda: self.heading(selected))
         text = {"unsubscribe_url": unsubscribe.encode(), "preferences_url": preferences.encode(),
-                "topics": topics_text}
+                "topics": topics_text, **heading_text}
         html = {"unsubscribe_url": _attr(unsubscribe), "preferences_url": _attr(preferences),
-                "topics": topics_html}
+                "topics": topics_html, **heading_html}
         return text, html
 
     def message_id(self, subscriber_id: int) -> str:
@@ -434,7 +438,8 @@ class MessageTemplate:
         subject = self._cached(("subject", selected[:1], len(selected)),
                                lambda: subject_line(self.subject(selected)))
         to_line = (to or f"To: {recipient.address}\r\n").encode()
-        unsubscribe_line = f"List-Unsubscribe: <{unsubscribe}>,\r\n <{mailto}>\r\n".encode()
+        also = f",\r\n <{mailto}>" if mailto else ""
+        unsubscribe_line = f"List-Unsubscribe: <{unsubscribe}>{also}\r\n".encode()
         fixed = self.fixed
         return [fixed[0], (b"To", to_line), (b"Subject", subject), fixed[1],
                 (b"Message-ID", f"Message-ID: {self.message_id(recipient.id)}\r\n".encode()), fixed[2],
@@ -445,7 +450,7 @@ class MessageTemplate:
         selected = self.select(recipient.topics)
         if not selected:
             return None
-        text_values, html_values = self.values(recipient)
+        text_values, html_values = self.values(recipient, selected)
         body = b"".join((self.text_head, base64_lines(assemble(self.text, text_values, selected)),
                          self.html_head, base64_lines(assemble(self.html, html_values, selected)), self.closing))
         headers = self.headers(recipient, selected, to)
@@ -457,7 +462,7 @@ class MessageTemplate:
     def parts(self, recipient: Subscriber) -> tuple[str, str]:
         """The (text, HTML) a recipient sees, decoded: for previews and tests."""
         selected = self.select(recipient.topics) or ()
-        text_values, html_values = self.values(recipient)
+        text_values, html_values = self.values(recipient, selected)
         return (assemble(self.text, text_values, selected).decode(),
                 assemble(self.html, html_values, selected).decode())
 
