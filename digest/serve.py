@@ -522,7 +522,7 @@ async def subscribe(request):
         service.mailer.submit(subscriber.address, service.url(f"confirm/{token}"), subscriber.status == "confirmed")
     log.info("subscribe request for %s: %s", who, "confirmation queued" if confirmation else
              "no new mail (one was sent within the window)")
-    return page(request, "sent.html")
+    return page(request, "sent.html", window=_duration(s.confirm_window))
 
 
 def _confirm_token(service: Service, request) -> int:
@@ -535,18 +535,43 @@ def _confirm_token(service: Service, request) -> int:
 
 
 async def confirm_page(request):
-    _confirm_token(_service(request), request)
-    return page(request, "confirm.html", form=True)
+    service = _service(request)
+    state, subscriber = await in_thread(service.store.confirmation_status, _confirm_token(service, request))
+    if state == "used":
+        if subscriber is not None and subscriber.status == "confirmed":
+            return _confirmed_page(request, service, subscriber, already=True)  # a second click: all is well
+        raise refuse(409, "used")  # used, then unsubscribed: a new request sends a new link
+    # a confirmed reader who asked for other topics confirms a change, not a subscription
+    changing = state == "open" and subscriber is not None and subscriber.status == "confirmed"
+    return page(request, "confirm.html", form=True, changing=changing)
 
 
 async def confirm(request):
     service, _ = await page_form(request)
-    outcome, subscriber = await in_thread(service.store.confirm, _confirm_token(service, request))
+    confirmation_id = _confirm_token(service, request)
+    outcome, subscriber = await in_thread(service.store.confirm, confirmation_id)
+    if outcome == "used":  # a double submit, or the link again after it worked
+        _, subscriber = await in_thread(service.store.confirmation_status, confirmation_id)
+        if subscriber is not None and subscriber.status == "confirmed":
+            return _confirmed_page(request, service, subscriber, already=True)
     if outcome != "confirmed":
         raise refuse({"used": 409, "expired": 410}.get(outcome, 400), outcome if outcome != "unknown" else "link")
     log.info("confirmed %s", keyed_hash(service.store_secret, subscriber.address))
-    return page(request, "confirmed.html", topics=_topic_names(service, subscriber.topics),
+    return _confirmed_page(request, service, subscriber)
+
+
+def _confirmed_page(request, service: Service, subscriber, already: bool = False):
+    return page(request, "confirmed.html", topics=_topic_names(service, subscriber.topics), already=already,
                 preferences_url=service.url("preferences/" + _sign(service, "preferences", subscriber.id)))
+
+
+def _duration(seconds: float) -> str:
+    """'10분', '1시간', '90초': how long a reader waits, in the unit that reads naturally."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}시간"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}분"
+    return f"{int(seconds)}초"
 
 
 def _sign(service: Service, purpose: str, subscriber_id: int) -> str:

@@ -285,6 +285,11 @@ class SubscriberStore(abc.ABC):
     def confirm(self, confirmation_id: int) -> tuple[str, Subscriber | None]:
         """Use a confirmation once: (one of CONFIRM_OUTCOMES, the subscriber when confirmed)."""
 
+    @abc.abstractmethod
+    def confirmation_status(self, confirmation_id: int) -> tuple[str, Subscriber | None]:
+        """What a confirmation link would do, changing nothing: ("open", "used", "expired" or
+        "unknown", the subscriber it is for)."""
+
     # --- delivery ledger ---
     @abc.abstractmethod
     def claim(self, issue: str, channel: str) -> contextlib.AbstractContextManager:
@@ -577,6 +582,14 @@ class SqlStore(SubscriberStore):
                               (subscriber_id, _topics_text(topics), now, expires)).fetchone()
                 confirmation = Confirmation(row[0], subscriber_id, expires)
         return self.get(subscriber_id), confirmation
+
+    def confirmation_status(self, confirmation_id):
+        row = self._one("SELECT subscriber_id, used_at, expires_at FROM confirmations WHERE id=?", (confirmation_id,))
+        if row is None:
+            return "unknown", None
+        subscriber_id, used_at, expires_at = row
+        state = "used" if used_at is not None else "expired" if expires_at <= int(time.time()) else "open"
+        return state, self.get(subscriber_id)
 
     def confirm(self, confirmation_id):
         now = int(time.time())

@@ -115,9 +115,16 @@ def test_a_confirmation_link_is_single_use_and_forgeries_are_refused(served):
     with server.client() as client:
         subscribe(client, address)
         link = confirm_link(recorder, address)
+        page = client.get(link)
         assert post_form(client, link).status_code == 200
-        reused = post_form(client, link.replace("/confirm/", "/confirm/"))
+        again = client.get(link)  # the link once more: it worked, and the page says so
+        assert again.status_code == 200 and "이미 확인된 구독입니다" in again.text and "<form" not in again.text
+        twice = client.post(link, data={"csrf": csrf_of(page.text)})  # a double submit of the first page
+        assert twice.status_code == 200 and "이미 확인된 구독입니다" in twice.text
+        store.set_status(store.find(address).id, "unsubscribed")  # used, then left: the link starts nothing
+        reused = client.get(link)
         assert reused.status_code == 409 and "이미 사용한 확인 링크" in reused.text
+        assert store.find(address).status == "unsubscribed"
         token = link.rsplit("/", 1)[1]
         ident, expires, mac = token.split(".")
         forged = {
@@ -133,6 +140,20 @@ def test_a_confirmation_link_is_single_use_and_forgeries_are_refused(served):
         expired = sign_expiring(store.secret(), "confirm", int(ident, 16), int(time.time()) - 1)
         response = client.get(f"confirm/{expired}")
         assert response.status_code == 410 and "만료" in response.text
+
+
+def test_a_subscriber_asking_for_other_topics_confirms_a_change_not_a_subscription(served):
+    server, store, recorder = served
+    address = fresh()
+    store.add(address, ("backprop",))
+    with server.client() as client:
+        subscribe(client, address, ("tools",))
+        message = mails_to(recorder, address)[-1]
+        assert message["Subject"] == "[ML 읽기 노트] 주제 변경을 확인해 주세요"
+        assert "주제 변경 확인하기" in message.get_body(("html",)).get_content()
+        page = client.get(confirm_link(recorder, address))
+        assert "<h1>주제 변경 확인</h1>" in page.text and "구독이 확정되고" not in page.text
+        assert store.find(address).topics == ("backprop",)  # opening the page changes nothing
 
 
 def test_an_expired_confirmation_is_refused_by_the_store_too(served):
