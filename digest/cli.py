@@ -271,7 +271,17 @@ def _subscribers_export(args, store) -> int:
     return 0
 
 
-SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, "export": _subscribers_export}
+def _subscribers_purge(args, store) -> int:
+    from .store import PURGE_AFTER_DAYS
+
+    days = PURGE_AFTER_DAYS if args.days is None else args.days
+    erased = store.purge_unconfirmed(days)
+    print(f"erased {erased} sign-up(s) nobody confirmed, {days:g} day(s) after their last link expired")
+    return 0
+
+
+SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, "export": _subscribers_export,
+                      "purge": _subscribers_purge}
 
 
 def cmd_subscribers(args) -> int:
@@ -489,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "'-' writes the addresses to standard output.")
     a.add_argument("file", type=Path, help="CSV file to write, or - for standard output")
     a.add_argument("--status", choices=("pending", "confirmed", "unsubscribed"))
+    a = actions.add_parser("purge", help="erase web sign-ups nobody confirmed (digest serve does it at start)",
+                           description="Erase the pending sign-ups from the web form whose confirmation "
+                                       "links all expired more than --days ago, with everything about them.")
+    a.add_argument("--days", type=float, default=None, help="default: a week (digest.store.PURGE_AFTER_DAYS)")
     for a in actions.choices.values():
         a.add_argument("--store", metavar="PATH", help="default: $DIGEST_STORE or var/subscribers.sqlite3")
         a.add_argument("--config", type=Path, metavar="FILE")

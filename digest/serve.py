@@ -46,6 +46,7 @@ from .errors import AddressInvalid, DigestError, RequestRefused, ServeError, Sto
 from .files import write_atomic
 from .mail import CRLF, MailSettings, base64_lines, fold_address, header_bytes, setting, subject_line
 from .store import (
+    PURGE_AFTER_DAYS,
     Subscriber,
     SubscriberStore,
     keyed_hash,
@@ -304,7 +305,8 @@ def subscribe_form_html(service_url: str, tags, *, csrf: str = "", email: str = 
     """
     action = (service_url if service_url.endswith("/") else service_url + "/") + "subscribe"
     return environment().get_template("serve/subscribe_form.html").render(
-        action=action, tags=tag_choices(tags), csrf=csrf, email=email, chosen=set(chosen), error=error)
+        action=action, tags=tag_choices(tags), csrf=csrf, email=email, chosen=set(chosen), error=error,
+        purge_days=PURGE_AFTER_DAYS)
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -357,7 +359,7 @@ def _service(request) -> Service:
 
 def render(service: Service, template: str, **context) -> str:
     base = {"base_path": service.settings.base_path, "site_url": service.mail.site_url,
-            "list_name": service.mail.list_name, "csrf": "", "notice": ""}
+            "list_name": service.mail.list_name, "csrf": "", "notice": "", "purge_days": PURGE_AFTER_DAYS}
     return environment().get_template(f"serve/{template}").render(**{**base, **context})
 
 
@@ -789,6 +791,8 @@ def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tag
     mailer = Mailer(settings, dataclasses.replace(mail, service_url=settings.base_url), store.secret(), smtp,
                     getattr(smtp, "envelope_from", "") or "")
     app = create_app(settings, store, mail, tags, mailer)
+    log.info("erased %d unconfirmed sign-up(s) whose links expired over %g days ago",
+             store.purge_unconfirmed(), PURGE_AFTER_DAYS)
     log.info("%s (store: %s; confirmation mail: %s)", settings.base_url, type(store).__name__,
              settings.mail if settings.mail == "smtp" else settings.outbox / "confirmations")
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, server_header=False,

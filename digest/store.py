@@ -95,6 +95,7 @@ def normalize_address(text: str) -> str:
     return found.ascii_email or found.normalized
 
 
+PURGE_AFTER_DAYS = 7  # an unconfirmed web sign-up is erased this long after its last link expired
 CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"})
 
 
@@ -284,6 +285,11 @@ class SubscriberStore(abc.ABC):
     @abc.abstractmethod
     def confirm(self, confirmation_id: int) -> tuple[str, Subscriber | None]:
         """Use a confirmation once: (one of CONFIRM_OUTCOMES, the subscriber when confirmed)."""
+
+    @abc.abstractmethod
+    def purge_unconfirmed(self, days: float = PURGE_AFTER_DAYS) -> int:
+        """Erase the sign-ups from the web form nobody confirmed, ``days`` after their last link
+        expired (how many): an address someone typed is kept only as long as its link can be used."""
 
     @abc.abstractmethod
     def confirmation_status(self, confirmation_id: int) -> tuple[str, Subscriber | None]:
@@ -542,10 +548,24 @@ class SqlStore(SubscriberStore):
 
     def remove(self, subscriber_id):
         with self._tx() as execute:
-            execute("DELETE FROM deliveries WHERE subscriber_id=?", (subscriber_id,))
-            execute("DELETE FROM confirmations WHERE subscriber_id=?", (subscriber_id,))
-            execute("DELETE FROM subscriber_topics WHERE subscriber_id=?", (subscriber_id,))
-            return execute("DELETE FROM subscribers WHERE id=?", (subscriber_id,)).rowcount == 1
+            return self._erase(execute, subscriber_id)
+
+    @staticmethod
+    def _erase(execute, subscriber_id: int) -> bool:
+        execute("DELETE FROM deliveries WHERE subscriber_id=?", (subscriber_id,))
+        execute("DELETE FROM confirmations WHERE subscriber_id=?", (subscriber_id,))
+        execute("DELETE FROM subscriber_topics WHERE subscriber_id=?", (subscriber_id,))
+        return execute("DELETE FROM subscribers WHERE id=?", (subscriber_id,)).rowcount == 1
+
+    def purge_unconfirmed(self, days=PURGE_AFTER_DAYS):
+        cutoff = int(time.time()) - int(days * 86400)
+        with self._tx() as execute:
+            stale = [row[0] for row in execute(
+                "SELECT s.id FROM subscribers s WHERE s.status='pending' AND s.source='serve' AND NOT EXISTS "
+                "(SELECT 1 FROM confirmations c WHERE c.subscriber_id = s.id AND c.expires_at > ?)", (cutoff,))]
+            for subscriber_id in stale:
+                self._erase(execute, subscriber_id)
+        return len(stale)
 
     def unsubscribe(self, subscriber_id):
         with self._tx() as execute:

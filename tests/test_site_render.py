@@ -34,6 +34,7 @@ from digest.site import (
     render_site,
     url_of,
 )
+from digest.store import PURGE_AFTER_DAYS
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "site" / "golden"
@@ -309,6 +310,7 @@ def test_home_and_subscribe_pages_embed_the_subscribe_form_outside_the_sanitizer
         assert 'action="https://digest.example.org/subscribe"' in form and 'method="post"' in form
         assert all(f'value="{tag}"' in form for tag in content.tags)
         assert "<script" not in form
+        assert "개인정보 안내" in form and f"{PURGE_AFTER_DAYS}일 뒤 지웁니다" in form  # what happens to the address
     assert all(not p.trusted_after for path, p in pages.items() if path not in ("index.md", "subscribe/index.md"))
 
 

@@ -250,3 +250,17 @@ def test_addresses_with_confusable_invisible_or_injected_text_are_refused(addres
 def test_idn_domains_are_stored_as_punycode():
     assert normalize_address("reader@한국.kr") == "reader@xn--3e0b707e.kr"
     assert normalize_address("x@münchen.de") == "x@xn--mnchen-3ya.de"
+
+
+def test_unconfirmed_web_sign_ups_are_erased_a_week_after_their_link_expired(store):
+    _, stale = store.request_confirmation("typed-by-someone@example.org", (), 0, 3600)
+    store.request_confirmation("still-deciding@example.org", (), 0, 3600)
+    store.add("imported@example.org", status="pending")  # the admin's pending rows are the admin's
+    store.add("reader@example.org")
+    with store._tx() as execute:  # the first link expired eight days ago
+        execute("UPDATE confirmations SET expires_at=? WHERE id=?", (int(time.time()) - 8 * 86400, stale.id))
+    assert store.purge_unconfirmed() == 1
+    assert store.find("typed-by-someone@example.org") is None and store.confirm(stale.id) == ("unknown", None)
+    assert {s.address for s in store.subscribers()} == {
+        "still-deciding@example.org", "imported@example.org", "reader@example.org"}
+    assert store.purge_unconfirmed() == 0

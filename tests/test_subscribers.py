@@ -70,9 +70,19 @@ def test_export_then_import_moves_a_list_unchanged(run, store_location, tmp_path
     store.close()
 
 
+def test_purge_erases_unconfirmed_web_sign_ups_and_says_how_many(run, store_location):
+    store = open_store(store_location)
+    _, link = store.request_confirmation("typed@example.org", (), 0, 3600)
+    assert run("purge")[1].startswith("erased 0 sign-up(s)")  # its link is still good
+    code, out, _ = run("purge", "--days", "-1")  # as if the link had expired over a day ago
+    assert code == 0 and out.startswith("erased 1 sign-up(s)") and "@" not in out
+    assert store.find("typed@example.org") is None
+    store.close()
+
+
 def test_the_subscribers_help_lists_the_actions(capsys):
     with pytest.raises(SystemExit):
         cli.main(["subscribers", "--help"])
     out = capsys.readouterr().out
-    for action in ("count", "list", "add", "remove", "export", "import"):
+    for action in ("count", "list", "add", "remove", "export", "import", "purge"):
         assert action in out
