@@ -57,18 +57,41 @@ def _selected(diagnostic: Diagnostic, only: list[str]) -> bool:
 def check(root: Path, paths: list[str] | None = None, today: dt.date | None = None) -> CheckResult:
     """Check all content; with ``paths``, report only problems in those files or folders.
 
-    Every file is still read, so cross-file rules (duplicate slugs) see the whole content.
+    Every file is still read, so cross-file rules (duplicate slugs) see the whole content, and a
+    duplicate is reported on each file that shares the slug. A path that does not exist, or lies
+    outside ``root``, is an error of its own: "ok" for a mistyped path would check nothing.
     """
     result = inspect(root, today)
     if not paths:
         return result
-    base = Path(root).resolve().parent
-    only = []
+    content = Path(root).resolve()
+    base = content.parent
+    only, problems = [], []
     for p in paths:
         resolved = Path(p).resolve()
-        only.append(resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else p)
-    kept = [d for d in result.diagnostics if _selected(d, only)]
-    return CheckResult(result.content, result.references, kept, result.files)
+        shown = resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else p
+        problem = _path_problem(Path(p), resolved, content)
+        if problem:
+            problems.append(Diagnostic(shown, 1, 1, "error", *problem))
+        else:
+            only.append(shown)
+    kept = sorted(problems + [d for d in result.diagnostics if _selected(d, only)],
+                  key=lambda d: (d.path, d.line, d.col))
+    return CheckResult(result.content if not problems else None, result.references, kept, result.files)
+
+
+def _path_problem(given: Path, resolved: Path, content: Path) -> tuple[str, str] | None:
+    """(message, hint) when a PATH argument of `digest check` names nothing it can check."""
+    if not resolved.exists():
+        return (f"no such file or folder '{given}'",
+                "check the spelling; notes are content/notes/<yyyy>/<slug>.yml")
+    if not resolved.is_relative_to(content):
+        return (f"'{given}' is outside the content folder {content.name}/, so nothing in it is checked",
+                f"name a file or folder under {content.name}/, or pass --content PATH for another folder")
+    if resolved.is_file() and resolved.suffix not in (".yml", ".yaml"):
+        return (f"'{given}' is not a YAML content file, so nothing in it is checked",
+                "name a .yml file under content/, e.g. content/notes/<yyyy>/<slug>.yml")
+    return None
 
 
 def load_content(root: Path, today: dt.date | None = None) -> tuple[Content, dict[str, Reference]]:

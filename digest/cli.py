@@ -54,7 +54,7 @@ def cmd_new(args) -> int:
 
     path = new_note_from_args(args)
     print(f"created {path}")
-    print(f"next: edit it, then run `digest check {path}`")
+    print(f"next: replace the template text in it with your own, then run `digest check {path}`")
     return 0
 
 
@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new", help="create a new note from flags or questions",
                        description="Create content/notes/<yyyy>/<slug>.yml. Missing values are asked "
-                                   "for when a terminal is attached; the result passes `digest check`.")
+                                   "for when a terminal is attached. Its body is a template to replace: "
+                                   "`digest check` reports the template text until you do.")
     p.add_argument("--title", help="Korean title")
     p.add_argument("--kind", help="paper, qa, tutorial, course, event, news or translation")
     p.add_argument("--tag", action="append", default=[], metavar="ID", help="tag id (repeatable)")
@@ -369,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", default=[], metavar="URL", help="source link (repeatable)")
     p.add_argument("--slug", help="URL name (default: romanized from the title)")
     p.add_argument("--date", help="YYYY-MM-DD (default: today in Seoul)")
-    p.add_argument("--summary", help="one or two sentences")
-    p.add_argument("--no-input", action="store_true", help="never ask; fail on missing values")
+    p.add_argument("--summary", help="one or two sentences (required with --no-input)")
+    p.add_argument("--no-input", action="store_true",
+                   help="never ask; fail on missing values (title, summary, source)")
     fetched = p.add_mutually_exclusive_group()
     fetched.add_argument("--arxiv", metavar="ID", help="fetch title, authors and date of an arXiv paper "
                          "(e.g. 1606.04080) and fill the source and people")

@@ -12,6 +12,7 @@ arguments must be string literals, and anything else in ``{{ }}`` is left as tex
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,43 @@ DIRECTIVE_RE = re.compile(
         \)\s*\}\}""",
     re.VERBOSE,
 )
+
+
+KINDS = ("ref", "ref_figure", "ref_progress")
+# Any `{{ name(`: a misspelled directive would otherwise be published as literal text.
+CALL_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+
+
+@dataclass(frozen=True)
+class Misspelled:
+    line: int  # 0-based, as in Directive
+    col: int
+    name: str  # as written, e.g. "ref_figures" or "Ref"
+    meant: str  # the directive it most likely means
+
+
+def misspelled(text: str) -> Iterator[Misspelled]:
+    """Every `{{ name(` whose name is not a directive but looks like one (Ref, refs, ref_figures, reff)."""
+    for call in CALL_RE.finditer(text):
+        name = call[1]
+        if name in KINDS:
+            continue
+        meant = _meant(name.lower())
+        if meant:
+            start = call.start()
+            line_start = text.rfind("\n", 0, start) + 1
+            yield Misspelled(text.count("\n", 0, start), start - line_start, name, meant)
+
+
+def _meant(name: str) -> str:
+    if name in KINDS:
+        return name
+    close = difflib.get_close_matches(name, KINDS, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    if name.startswith("ref") or name.endswith("ref"):
+        return difflib.get_close_matches(name, KINDS, n=1, cutoff=0.0)[0]
+    return ""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""`digest new`: scaffold a note that passes `digest check` as written.
+"""`digest new`: scaffold a note whose only problem is the template text left for its writer.
+
+Every field comes from flags, answers or fetched metadata and passes `digest check`; the body
+is a skeleton of headings and instructions, which `digest check` reports until they are
+replaced (so a note cannot be published with instructions instead of content).
 
 Values come from flags; missing ones are asked for when a terminal is
 attached. Unknown tag, person or kind ids are refused with the nearest id, so
@@ -17,17 +21,18 @@ import datetime as dt
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import authors as people_registry
 from .errors import UsageError
 from .files import beside
-from .load import NOTES_DIR, PEOPLE_FILE, load
+from .load import NOTES_DIR, PEOPLE_FILE, SourceFile, load
 from .metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arxiv_id
 from .model import KINDS, SLUG_RE, Person, Source, Tag
 from .romanize import slugify
 from .templates import environment
-from .validate import SEOUL, _registry, _suggest, url_problem
+from .validate import SEOUL, TEMPLATE_SUMMARY, _registry, _suggest, url_problem
+from .yamlread import Map, Scalar
 
 
 @dataclass
@@ -79,9 +84,13 @@ def collect(args, tags: dict, people: dict, interactive: bool, meta: Metadata | 
     if not SLUG_RE.match(slug or ""):
         raise UsageError(f"slug '{slug}' must be lowercase letters, digits and hyphens; pass --slug")
     found, unknown = people_registry.match(meta.authors, people) if meta else ([], [])
+    # Without an answer the summary is the template's placeholder, which `digest check` reports until
+    # it is replaced; --no-input fails instead, as its help says ("fail on missing values").
+    summary = args.summary or (_ask("요약 (summary)", interactive, TEMPLATE_SUMMARY) if interactive else "")
+    if not summary:
+        raise UsageError("a summary is needed: --summary '한두 문장 요약' (one or two sentences)")
     note = NewNote(
-        title=title, kind=kind, date=date, slug=slug,
-        summary=args.summary or _ask("요약 (summary)", interactive, "한두 문장으로 요약을 쓰세요."),
+        title=title, kind=kind, date=date, slug=slug, summary=summary,
         tags=args.tag or _ask_list("태그 id, 쉼표로 구분 (tags)", interactive),
         people=(args.person + [i for i in found if i not in args.person] if args.person
                 else _ask_list("인물 id, 쉼표로 구분 (people)", interactive, ", ".join(found))),
@@ -149,6 +158,27 @@ def write_new(content_root: Path, note: NewNote, add_people: bool = False) -> Pa
     return path
 
 
+def used_slugs(notes: list[SourceFile]) -> dict[str, str]:
+    """slug -> path of the note using it, from every note of every year (its field, else its file name)."""
+    used = {}
+    for source in notes:
+        used.setdefault(PurePosixPath(source.path).stem, source.path)
+        node = source.node.entries.get("slug", (None, None))[1] if isinstance(source.node, Map) else None
+        if isinstance(node, Scalar) and node.value:
+            used[node.value] = source.path
+    return used
+
+
+def refuse_used_slug(slug: str, notes: list[SourceFile]) -> None:
+    """A slug names one note's URL for good: refuse one that any note (of any year) already has."""
+    used = used_slugs(notes)
+    if slug not in used:
+        return
+    free = next(f"{slug}-{n}" for n in range(2, len(used) + 3) if f"{slug}-{n}" not in used)
+    raise UsageError(f"slug '{slug}' is already used by {used[slug]}; choose another slug, e.g. --slug {free} "
+                     "or a word that tells the two notes apart")
+
+
 def new_note_from_args(args) -> Path:
     raw = load(args.content)
     tags = _registry(raw.tags, Tag, [])
@@ -156,6 +186,7 @@ def new_note_from_args(args) -> Path:
     interactive = sys.stdin.isatty() and not args.no_input
     meta = fetch_metadata(args)
     note = collect(args, tags, people, interactive, meta)
+    refuse_used_slug(note.slug, raw.notes)
     add_people = getattr(args, "add_people", False)
     path = write_new(args.content, note, add_people)
     _report_people(note, args.content / PEOPLE_FILE, add_people)

@@ -349,9 +349,10 @@ def _check_note_file(values: dict, reader: _Reader, root: Map, path: str, today:
                      "updated must be on or after date")
 
 
-def _check_ids(values: dict, reader: _Reader, root: Map, field: str, registry: dict, what: str) -> None:
+def _check_ids(values: dict, reader: _Reader, root: Map, field: str, registry: dict, what: str,
+               unusable: set[str]) -> None:
     for i, ident in enumerate(values.get(field, ())):
-        if ident not in registry:
+        if ident not in registry and ident not in unusable:  # an unusable entry is reported in the registry
             line, col = _position(root, field, i)
             hint = _suggest(ident, registry) or f"add it to content/{field}.yml first"
             reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", f"unknown {what} '{ident}'", hint))
@@ -413,6 +414,74 @@ def _check_unclosed_html(reader: _Reader, root: Map) -> None:
             f"add </{tag}> where the block ends, or write it in Markdown"))
 
 
+def _check_lost_comment(reader: _Reader, root: Map) -> None:
+    """'title: DCGAN 정리 #1' is the title 'DCGAN 정리': YAML drops ' #1' as a comment, silently."""
+    lines = reader.text.split("\n")
+    for field in ("title", "summary"):
+        node = root.entries.get(field, (None, None))[1]
+        if node.__class__ is not Scalar or node.style != "" or not node.value or node.end_line != node.line:
+            continue
+        line = lines[node.line - 1].rstrip("\r") if node.line <= len(lines) else ""
+        start = node.col - 1
+        if line[start:start + len(node.value)] != node.value:
+            continue
+        rest = line[start + len(node.value):]
+        # ' #1', ' #중요' reads as part of the text; '  # 설명' is meant as a comment and stays quiet
+        if rest.startswith(" #") and not rest.startswith(" # ") and rest != " #":
+            comment = rest.strip()
+            whole = (node.value + " " + comment).replace("\\", "\\\\").replace('"', '\\"')
+            reader.diagnostics.append(Diagnostic(
+                reader.path, node.line, start + len(rest) - len(rest.lstrip()) + len(node.value) + 1, "warning",
+                one_line(f"'{comment}' is a YAML comment, so the {field} is only '{node.value}'"),
+                one_line(f"if it belongs to the {field}, quote the whole value: {field}: \"{whole}\"")))
+
+
+# What `digest new` writes for the contributor to replace (digest/templates/note.yml.j2): a note
+# still holding it would be published with instructions instead of content.
+TEMPLATE_SUMMARY = "한두 문장으로 요약을 쓰세요."
+TEMPLATE_BODY = ("이 글이 다루는 연구나 글을 자신의 말로 소개하세요.", "원문을 인용할 때는 누가 말했는지 밝히세요.")
+
+
+def _check_template_text(reader: _Reader, root: Map) -> None:
+    """One error per field that still holds `digest new`'s placeholder text."""
+    summary = root.entries.get("summary", (None, None))[1]
+    if summary.__class__ is Scalar and TEMPLATE_SUMMARY in summary.value:
+        reader.error(summary, f"summary is still digest new's template text '{TEMPLATE_SUMMARY}'",
+                     "replace it with one or two sentences of your own about the source")
+    body = root.entries.get("body", (None, None))[1]
+    if body.__class__ is not Scalar:
+        return
+    for n, line in enumerate(body.value.split("\n")):
+        found = next((t for t in TEMPLATE_BODY if t in line), None)
+        if found is not None:
+            where = reader.literal_position(body, n, line.index(found))
+            reader.diagnostics.append(Diagnostic(
+                reader.path, *where, "error", f"body still holds digest new's template text '{found}'",
+                "replace the template's sentences with your own text (the '##' headings may stay)"))
+            return
+
+
+_BODY_STYLES = {
+    ">": "'body: >' folds its lines into one paragraph, so line breaks, lists and code blocks are lost",
+    "": "without '|' lines starting with '#' (headings such as '## 무엇인가') are dropped as YAML comments "
+        "and line breaks are folded into spaces",
+    "'": "a quoted body folds its line breaks into spaces, so headings, lists and code blocks are lost",
+    '"': "a quoted body folds its line breaks into spaces, so headings, lists and code blocks are lost",
+}
+
+
+def _check_body_style(reader: _Reader, root: Map) -> None:
+    """The body is Markdown: only a literal block keeps it as written. A one-line body on the key's own line
+    loses nothing, so it may stay plain."""
+    key, body = root.entries.get("body", (None, None))
+    if body.__class__ is not Scalar or body.style == "|" or (body.style == "" and body.value in NULLS):
+        return
+    if body.style != ">" and body.line == key.line and body.end_line == body.line:
+        return
+    reader.error(key, f"body must be a literal block ('body: |'): {_BODY_STYLES[body.style]}",
+                 "write 'body: |' and indent every line of the text under it by two spaces")
+
+
 def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, RefManifest]) -> None:
     refs = values.get("refs", ())
     for i, name in enumerate(refs):
@@ -421,6 +490,8 @@ def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, R
             hint = _suggest(name, manifests) or "references live in content/refs/<name>/ref.yml"
             reader.diagnostics.append(Diagnostic(reader.path, line, col, "error",
                                                  f"refs names no reference '{name}'", hint))
+    for field in ("title", "summary"):
+        _check_unexpanded(reader, root.entries.get(field, (None, None))[1], field)
     body = root.entries.get("body", (None, None))[1]
     if body.__class__ is not Scalar or "{{" not in body.value:
         return
@@ -429,6 +500,29 @@ def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, R
         problem = _directive_problem(found, refs, manifests)
         if problem:
             reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", *map(one_line, problem)))
+    for found in directives.misspelled(body.value):
+        line, col = reader.body_position(body, found.line, found.col)
+        reader.diagnostics.append(Diagnostic(
+            reader.path, line, col, "error",
+            one_line(f"unknown directive '{found.name}(': it would be published as text"),
+            f"did you mean {found.meant}? the directives are {', '.join(directives.KINDS)} (lowercase)"))
+
+
+def _check_unexpanded(reader: _Reader, node: Node | None, field: str) -> None:
+    """Only the body's directives are expanded: one in the title or summary would show as '{{ ... }}'."""
+    if node.__class__ is not Scalar or "{{" not in node.value:
+        return
+    value = node.value
+    found = [(value.count("\n", 0, m.start()), m.start() - (value.rfind("\n", 0, m.start()) + 1))
+             for m in directives.OPENING_RE.finditer(value)]
+    found += [(m.line, m.col) for m in directives.misspelled(value)]
+    if not found:
+        return
+    line, col = reader.body_position(node, *min(found))
+    reader.diagnostics.append(Diagnostic(
+        reader.path, line, col, "error",
+        f"a directive in '{field}' is never expanded: it would show as '{{{{ ... }}}}'",
+        f"write the value itself in {field}; directives such as {{{{ ref(...) }}}} work only in body"))
 
 
 def _directive_problem(found, refs, manifests: dict[str, RefManifest]) -> tuple[str, str] | None:
@@ -467,7 +561,8 @@ def _progress_problem(call: str, found, manifest: RefManifest) -> tuple[str, str
     return None
 
 
-def _registry(source: SourceFile | None, cls, diagnostics: list[Diagnostic]) -> dict:
+def _registry(source: SourceFile | None, cls, diagnostics: list[Diagnostic], unusable: set[str] | None = None) -> dict:
+    """id -> record of a registry file; the ids of entries with errors go into ``unusable``."""
     if source is None or source.node is None:
         return {}
     reader = _Reader(source, diagnostics)
@@ -483,7 +578,23 @@ def _registry(source: SourceFile | None, cls, diagnostics: list[Diagnostic]) -> 
         record = reader.record(cls, value_node, extra={"id": ident, "path": source.path})
         if record is not None:
             entries[ident] = record
+        elif unusable is not None:
+            unusable.add(ident)
     return entries
+
+
+def _registry_loaded(source: SourceFile | None, field: str, what: str, diagnostics: list[Diagnostic]) -> bool:
+    """Whether a registry file was read as a mapping. If not, its own errors are the cause: say once that
+    the notes' ids were not checked against it, instead of calling every id in every note unknown."""
+    if source is not None and isinstance(source.node, Map):
+        return True
+    path = source.path if source is not None else next(  # missing: where load reported it
+        (d.path for d in diagnostics if PurePosixPath(d.path).name == f"{field}.yml"), f"content/{field}.yml")
+    line, col = next(((d.line, d.col) for d in diagnostics if d.path == path), (1, 1))
+    diagnostics.append(Diagnostic(path, line, col, "warning",
+                                  f"the {what} ids of notes were not checked, because {field}.yml did not load",
+                                  f"fix the error(s) in {field}.yml; the next `digest check` checks them"))
+    return False
 
 
 def validate(raw: RawContent, today: dt.date | None = None,
@@ -501,10 +612,14 @@ def _validate(raw: RawContent, today: dt.date | None,
               manifests: dict[str, RefManifest]) -> tuple[Content | None, list[Diagnostic]]:
     today = today or dt.datetime.now(SEOUL).date()
     diagnostics = list(raw.diagnostics)
-    tags = _registry(raw.tags, Tag, diagnostics)
-    people = _registry(raw.people, Person, diagnostics)
+    unusable_tags: set[str] = set()
+    unusable_people: set[str] = set()
+    tags = _registry(raw.tags, Tag, diagnostics, unusable_tags)
+    people = _registry(raw.people, Person, diagnostics, unusable_people)
+    check_tags = _registry_loaded(raw.tags, "tags", "tag", diagnostics)
+    check_people = _registry_loaded(raw.people, "people", "person", diagnostics)
     notes: list[Note] = []
-    slugs: dict[str, str] = {}
+    slugs: dict[str, list[tuple[str, int, int]]] = {}  # slug -> (path, line, col) of each note using it
     for source in raw.notes:
         if source.node is None:
             continue
@@ -513,26 +628,38 @@ def _validate(raw: RawContent, today: dt.date | None,
         if not isinstance(source.node, Map):
             continue
         _check_note_file(values, reader, source.node, source.path, today)
-        _check_ids(values, reader, source.node, "tags", tags, "tag")
-        _check_ids(values, reader, source.node, "people", people, "person")
+        if check_tags:
+            _check_ids(values, reader, source.node, "tags", tags, "tag", unusable_tags)
+        if check_people:
+            _check_ids(values, reader, source.node, "people", people, "person", unusable_people)
         _check_refs(values, reader, source.node, manifests)
         _check_unclosed_html(reader, source.node)
-        slug = values.get("slug")
-        if slug in slugs:
-            line, col = _position(source.node, "slug")
-            diagnostics.append(Diagnostic(source.path, line, col, "error",
-                                          f"duplicate slug '{slug}', also used by {slugs[slug]}",
-                                          "choose another slug (and file name)"))
-        elif slug:
-            slugs[slug] = source.path
+        _check_body_style(reader, source.node)
+        _check_template_text(reader, source.node)
+        _check_lost_comment(reader, source.node)
+        if slug := values.get("slug"):
+            slugs.setdefault(slug, []).append((source.path, *_position(source.node, "slug")))
         if ok:
             notes.append(Note(**values, path=source.path))
+    _duplicate_slugs(slugs, diagnostics)
     intros = _intros(raw.intros, notes, diagnostics)
     diagnostics.sort(key=lambda d: (d.path, d.line, d.col))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
     notes.sort(key=lambda n: (n.date, n.slug), reverse=True)
     return Content(raw.root, tuple(notes), tags, people, intros), diagnostics
+
+
+def _duplicate_slugs(slugs: dict[str, list[tuple[str, int, int]]], diagnostics: list[Diagnostic]) -> None:
+    """A slug shared by notes is reported on each of them: `digest check <one of them>` must see it."""
+    for slug, users in slugs.items():
+        if len(users) < 2:
+            continue
+        for path, line, col in users:
+            others = ", ".join(other for other, _, _ in users if other != path)
+            diagnostics.append(Diagnostic(path, line, col, "error", f"duplicate slug '{slug}', also used by {others}",
+                                          "each note needs its own slug: give the newer note another slug "
+                                          "(and file name); keep the published note's URL"))
 
 
 MAX_INTRO_CHARS = 2000

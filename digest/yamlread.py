@@ -2,7 +2,7 @@
 
 Notes come from strangers' pull requests, so the reader is stricter than
 ``yaml.safe_load``: it refuses anchors and aliases (no billion-laughs),
-explicit tags, several documents, duplicate keys, tabs, a byte-order mark,
+explicit tags, several documents, duplicate keys, tabs in indentation, a byte-order mark,
 invalid UTF-8, files over ``MAX_BYTES`` and nesting deeper than ``MAX_DEPTH``.
 Every scalar stays a string: the validator decides what ``2016-06-30`` or
 ``no`` means for each field (no Norway problem).
@@ -53,6 +53,7 @@ class Node:
 class Scalar(Node):
     value: str
     style: str  # "" plain, "'" or '"' quoted, "|" or ">" block
+    end_line: int = 0  # 1-based line where the value ends (for block scalars: may be the line after)
 
     @property
     def is_plain(self) -> bool:
@@ -93,20 +94,39 @@ def decode(path: str, data: bytes) -> str:
             path, line, col, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})",
             "save the file as UTF-8; it may have been written as EUC-KR/CP949",
         ) from None
-    _refuse_tabs(path, text)
     _refuse_odd_breaks(path, text)
     return text
 
 
-def _refuse_tabs(path: str, text: str) -> None:
-    at = text.find("\t")
-    if at >= 0:
-        line = text.count("\n", 0, at) + 1
-        col = at - (text.rfind("\n", 0, at) + 1) + 1
-        raise YamlInputError(
-            path, line, col, "tab character",
-            "use spaces: YAML forbids tabs in indentation, and notes use spaces everywhere",
-        )
+def _tab_error(path: str, line: int, col: int) -> YamlInputError:
+    return YamlInputError(path, line, col, "tab character used for indentation",
+                          "indent with spaces: YAML forbids tabs in indentation (tabs are fine inside quoted "
+                          "values and inside the text of 'body: |')")
+
+
+def _refuse_indenting_tabs(path: str, text: str) -> None:
+    """Refuse a tab in a line's leading whitespace, unless it lies inside a quoted or block scalar: there it
+    is content (a Makefile or Go example in ``body: |``, a tab in a quoted value)."""
+    lines = text.split("\n")
+    suspects = []
+    for n, line in enumerate(lines):
+        indent = line[:len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            suspects.append((n, indent.index("\t")))
+    if not suspects:
+        return
+    spans = []  # (start, end) as (line, column), 0-based, end excluded
+    scanner = _Parser(text)
+    try:
+        while (token := scanner.get_token()) is not None:
+            if token.__class__ is ScalarToken and token.style:
+                spans.append(((token.start_mark.line, token.start_mark.column),
+                              (token.end_mark.line, token.end_mark.column)))
+    except yaml.YAMLError:  # the tab itself, or another error that parsing reports: spans so far suffice
+        pass
+    for at in suspects:
+        if not any(start <= at < end for start, end in spans):
+            raise _tab_error(path, at[0] + 1, at[1] + 1)
 
 
 # Line breaks libyaml counts but editors may not (lone CR, NEL, LINE/PARAGRAPH SEPARATOR): with
@@ -140,10 +160,16 @@ def one_line(text: str, limit: int = 400) -> str:
 
 def parse(path: str, text: str) -> Node:
     """Parse one YAML document into marked nodes; raise YamlInputError on anything unsafe."""
+    if "\t" in text:
+        _refuse_indenting_tabs(path, text)
     parser = _Parser(text)
     try:
         return _Builder(path, parser).document()
     except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        if mark is not None and text.split("\n")[mark.line:mark.line + 1] and \
+                text.split("\n")[mark.line][mark.column:mark.column + 1] == "\t":
+            raise _tab_error(path, mark.line + 1, mark.column + 1) from None
         raise _syntax_error(path, text, exc) from None
     except yaml.reader.ReaderError as exc:  # a control character; its position comes without a mark
         char = exc.character if isinstance(exc.character, str) else chr(exc.character)
@@ -161,6 +187,8 @@ def _syntax_error(path: str, text: str, exc: yaml.MarkedYAMLError) -> YamlInputE
     mark, at = exc.problem_mark or exc.context_mark, exc.context_mark
     problem, context = exc.problem or exc.context or "YAML syntax error", exc.context or ""
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    if mark is not None and "\uff1a" in text and (colon := _fullwidth_colon(path, text, mark.line)) is not None:
+        return colon
     if at is not None and context == "while scanning a quoted scalar":
         return YamlInputError(path, at.line + 1, at.column + 1, "YAML syntax error: the quote that starts "
                               "here is never closed", "add the closing quote at the end of the value")
@@ -180,12 +208,58 @@ def _syntax_error(path: str, text: str, exc: yaml.MarkedYAMLError) -> YamlInputE
                               f"({problem} at line {line}, col {col})",
                               "is its closing quote missing? a quoted value ends only at the next "
                               "matching quote")
+    if mark is not None and (unquoted := _unquoted_value(path, text, mark.line, problem)) is not None:
+        return unquoted
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if line > len(lines) >= 1:  # libyaml's end-of-stream mark lies past the last line
         line, col = len(lines), len(lines[-1].rstrip("\r")) + 1
     return YamlInputError(path, line, col, f"YAML syntax error: {problem}", _syntax_hint(problem))
+
+
+# 'key: value' whose value starts with a character YAML reads as syntax: [번역] ..., "GAN"의 ..., *중요* ...
+_UNQUOTED_RE = re.compile(r"^(?P<indent>\s*(?:- )?)(?P<key>[A-Za-z_][\w-]*):[ ]+(?P<value>[\[{\"'*&!].*?)\s*$")
+
+
+_KEY_RE = re.compile(r"\s*(?:- )?[A-Za-z_][\w-]*\s*")
+
+
+def _fullwidth_colon(path: str, text: str, index: int) -> YamlInputError | None:
+    """'summary： ...' typed with a Korean input method: the key's colon is U+FF1A, which YAML does not know."""
+    lines = text.split("\n")
+    for n in (index, index - 1):
+        if 0 <= n < len(lines):
+            head = lines[n].split(" #", 1)[0]
+            if "\uff1a" in head and _KEY_RE.fullmatch(head.split("\uff1a", 1)[0]):
+                at = head.index("\uff1a")
+                key = one_line(head[:at].strip().removeprefix("- "))
+                return YamlInputError(path, n + 1, at + 1, "YAML syntax error: full-width colon '：' (U+FF1A) "
+                                      f"after '{key}'; YAML needs the ASCII colon ':'",
+                                      f"write '{key}: ' with the ASCII ':' and a space (switch the input "
+                                      "method to English for it)")
+    return None
+
+
+def _unquoted_value(path: str, text: str, index: int, problem: str) -> YamlInputError | None:
+    """'title: [번역] ...', 'title: "GAN"의 ...', 'title: *중요* ...': a value that starts with YAML syntax."""
+    lines = text.split("\n")
+    found = _UNQUOTED_RE.match(lines[index].rstrip("\r")) if 0 <= index < len(lines) else None
+    if found is None or _closes_alone(found["value"]):
+        return None
+    value = found["value"]
+    quoted = f"'{value}'" if '"' in value and "'" not in value else \
+        '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return YamlInputError(path, index + 1, len(found["indent"]) + len(found["key"]) + 3,
+                          one_line(f"YAML syntax error: the value of '{found['key']}' starts with '{value[0]}', "
+                                   f"which YAML reads as syntax, not text ({problem})"),
+                          one_line(f"quote the whole value: {found['key']}: {quoted}"))
+
+
+def _closes_alone(value: str) -> bool:
+    """Whether ``value`` is one whole flow list/mapping or quoted string (then the error lies elsewhere)."""
+    pairs = {"[": "]", "{": "}", '"': '"', "'": "'"}
+    return value[0] in pairs and value.endswith(pairs[value[0]]) and len(value) > 1
 
 
 def _quoted_before(text: str, mark):
@@ -280,7 +354,7 @@ class _Builder:
                 self._refuse(event, depth)
         mark = event.start_mark
         if cls is ScalarEvent:
-            return Scalar(mark.line + 1, mark.column + 1, event.value, event.style or "")
+            return Scalar(mark.line + 1, mark.column + 1, event.value, event.style or "", event.end_mark.line + 1)
         if cls is SequenceStartEvent:
             seq = Seq(mark.line + 1, mark.column + 1, [])
             get = self.parser.get_event

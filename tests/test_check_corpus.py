@@ -5,6 +5,8 @@ Each file in tests/broken/ is one case. Its first lines are YAML comments:
     # expect: LINE:COL: [warning: ]substring of the message or hint
     # path: notes/2016/some-slug.yml      (where the case is placed under a fixture content/)
     # also: notes/2016/gan-and-pixelcnn.yml   (optional: a real note copied beside it)
+    # expect in notes/2016/gan-and-pixelcnn.yml: LINE:COL: substring   (optional: a problem the case
+                                          causes in that other file, e.g. the note whose slug it reuses)
     # generate: huge                      (optional: the test pads the file over the size limit)
 
 LINE and COL are 1-based in the file as written (the comment lines count). A case must
@@ -32,13 +34,14 @@ BROKEN = Path(__file__).resolve().parent / "broken"
 _SCRIPT = Path(sys.executable).parent / "digest"  # the console script of this environment
 DIGEST = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "digest"]
 
-EXPECT_RE = re.compile(r"^# expect: (\d+):(\d+): (?:(error|warning): )?(.+)$")
+EXPECT_RE = re.compile(r"^# expect(?: in (\S+))?: (\d+):(\d+): (?:(error|warning): )?(.+)$")
 LINE_RE = re.compile(r"^(?P<path>\S+\.ya?ml):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): (?P<text>.+)$")
 SUMMARY_RE = re.compile(r"^digest check (ok|failed): (\d+) file\(s\), (\d+) error\(s\), (\d+) warning\(s\)$")
 
 
 @dataclass(frozen=True)
 class Expect:
+    path: str | None  # None: the case's own file; else relative to content/
     line: int
     col: int
     severity: str
@@ -75,7 +78,7 @@ def parse_case(file: Path) -> Case:
         if not line.startswith("#"):
             break
         if m := EXPECT_RE.match(line):
-            expects.append(Expect(int(m[1]), int(m[2]), m[3] or "error", m[4].strip()))
+            expects.append(Expect(m[1], int(m[2]), int(m[3]), m[4] or "error", m[5].strip()))
         elif line.startswith("# path: "):
             path = line.removeprefix("# path: ").strip()
         elif line.startswith("# also: "):
@@ -143,15 +146,16 @@ def assert_report(case: Case, lines: list[str], rc: int, files: int) -> None:
         m = LINE_RE.match(line)
         assert m, f"not a one-line diagnostic: {line!r}\nall output:\n" + "\n".join(lines)
         parsed.append(m)
-    ours = [m for m in parsed if m["path"] == case.shown]
-    others = [m[0] for m in parsed if m["path"] != case.shown]
+    expected_paths = {case.shown} | {f"content/{e.path}" for e in case.expects if e.path}
+    others = [m[0] for m in parsed if m["path"] not in expected_paths]
     assert not others, f"diagnostics for files other than the case: {others}"
     report = "\n".join(lines)
     for e in case.expects:
-        hits = [m for m in ours if (int(m["line"]), int(m["col"]), m["sev"]) == (e.line, e.col, e.severity)
-                and e.text in m["text"]]
-        assert hits, f"expected {case.shown}:{e.line}:{e.col}: {e.severity}: ...{e.text}...\ngot:\n{report}"
-    assert len(ours) == len(case.expects), f"expected exactly {len(case.expects)} diagnostic(s), got:\n{report}"
+        shown = f"content/{e.path}" if e.path else case.shown
+        hits = [m for m in parsed if (m["path"], int(m["line"]), int(m["col"]), m["sev"]) ==
+                (shown, e.line, e.col, e.severity) and e.text in m["text"]]
+        assert hits, f"expected {shown}:{e.line}:{e.col}: {e.severity}: ...{e.text}...\ngot:\n{report}"
+    assert len(parsed) == len(case.expects), f"expected exactly {len(case.expects)} diagnostic(s), got:\n{report}"
     assert (summary[1], int(summary[2]), int(summary[3]), int(summary[4])) == (
         "failed" if case.errors else "ok", files, case.errors, case.warnings), report
     assert rc == (1 if case.errors else 0), f"exit code {rc}\n{report}"
@@ -183,10 +187,44 @@ def test_check_function_agrees_with_cli(tmp_path):
 
 
 def test_paths_argument_limits_the_report(tmp_path, capsys):
-    content = place(next(c for c in CASES if c.name == "duplicate-slug"), tmp_path)
-    rc = cli.main(["check", "--content", str(content), str(content / "notes" / "2016")])
+    content = place(next(c for c in CASES if c.name == "unknown-tag"), tmp_path)
+    fine = content / "notes" / "2016" / "gan-and-pixelcnn.yml"
+    shutil.copy(CONTENT / "notes" / "2016" / "gan-and-pixelcnn.yml", fine)
+    rc = cli.main(["check", "--content", str(content), str(fine)])
     out = capsys.readouterr().out.splitlines()
     assert rc == 0 and len(out) == 1 and out[0].startswith("digest check ok"), out
+
+
+def test_duplicate_slug_is_reported_on_the_older_note_when_only_it_is_checked(tmp_path, capsys):
+    content = place(next(c for c in CASES if c.name == "duplicate-slug"), tmp_path)
+    older = content / "notes" / "2016" / "gan-and-pixelcnn.yml"
+    rc = cli.main(["check", "--content", str(content), str(older)])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 1, out
+    assert out[0] == ("content/notes/2016/gan-and-pixelcnn.yml:2:7: error: duplicate slug 'gan-and-pixelcnn', "
+                      "also used by content/notes/2017/gan-and-pixelcnn.yml — each note needs its own slug: give "
+                      "the newer note another slug (and file name); keep the published note's URL"), out
+    assert out[-1].startswith("digest check failed") and len(out) == 2, out
+
+
+@pytest.mark.parametrize("given, message", [
+    ("content/notes/2016/typo.yml", "no such file or folder 'content/notes/2016/typo.yml'"),
+    ("content/notes/2099", "no such file or folder 'content/notes/2099'"),
+    ("README.md", "'README.md' is outside the content folder content/"),
+    ("content/notes/2016/notes.txt", "'content/notes/2016/notes.txt' is not a YAML content file"),
+])
+def test_path_that_names_nothing_to_check_is_an_error(given, message, tmp_path, capsys, monkeypatch):
+    content = place(next(c for c in CASES if c.name == "duplicate-slug"), tmp_path)
+    (tmp_path / "README.md").write_text("not content\n", encoding="utf-8")
+    (content / "notes" / "2016" / "notes.txt").write_text("draft\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["check", "--content", "content", given, "content/notes/2017"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 1, out
+    assert f"{given}:1:1: error: {message}" in "\n".join(out), out
+    assert any(line.startswith("content/notes/2017/gan-and-pixelcnn.yml:6:7: error: duplicate slug")
+               for line in out), out  # the other, valid path is still checked in the same pass
+    assert out[-1].startswith("digest check failed"), out
 
 
 SUBPROCESS_CASES = ["combo-six-errors-and-a-warning", "invalid-utf8-euc-kr", "anchor-bomb", "date-in-the-future"]
@@ -236,3 +274,66 @@ def test_committed_content_passes():
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1].startswith("digest check ok"), proc.stdout
+
+
+# --- a broken registry: its own errors, not an "unknown tag" in every note ---------------------------
+
+
+def content_with_notes(base: Path) -> Path:
+    content = make_content(base)
+    for note in ("2016/gan-and-pixelcnn.yml", "2016/fast-weights-rnn.yml"):
+        (content / "notes" / note).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(CONTENT / "notes" / note, content / "notes" / note)
+    return content
+
+
+@pytest.mark.parametrize("registry, broken, first", [
+    ("tags.yml", "openai:\n  name: OpenAI again\n", "duplicate key 'openai'"),
+    ("people.yml", "lex-fridman2:\n\ten: Lex\n", "tab character"),
+])
+def test_registry_that_does_not_load_reports_its_own_error_and_skips_id_checks(
+        registry, broken, first, tmp_path, capsys):
+    content = content_with_notes(tmp_path)
+    with (content / registry).open("a", encoding="utf-8") as handle:
+        handle.write(broken)
+    lines = (content / registry).read_text(encoding="utf-8").splitlines()
+    rc = cli.main(["check", "--content", str(content)])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 1, out
+    what = "tag" if registry == "tags.yml" else "person"
+    assert len(out) == 3, out  # the registry's error, the note about skipped checks, the summary
+    assert out[0].startswith(f"content/{registry}:{len(lines) - 1 if what == 'tag' else len(lines)}:")
+    assert f"error: {first}" in out[0], out
+    assert out[1].startswith(out[0].split(" ")[0]) and (
+        f"warning: the {what} ids of notes were not checked, because {registry} did not load") in out[1], out
+    assert not any(f"unknown {what}" in line for line in out), out
+
+
+def test_registry_entry_with_an_error_is_reported_once_not_in_each_note(tmp_path, capsys):
+    content = content_with_notes(tmp_path)
+    text = (content / "tags.yml").read_text(encoding="utf-8")
+    (content / "tags.yml").write_text(text.replace("openai:\n  name:", "openai:\n  nmae:", 1), encoding="utf-8")
+    rc = cli.main(["check", "--content", str(content)])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 1
+    assert all(line.startswith("content/tags.yml:") for line in out[:-1]), out
+    assert any("unknown field 'nmae'" in line and "did you mean 'name'?" in line for line in out), out
+    assert not any("unknown tag" in line for line in out), out
+
+
+def test_tabs_inside_quoted_values_and_the_literal_body_are_content(tmp_path, capsys):
+    content = make_content(tmp_path)
+    note = content / "notes" / "2016" / "makefile.yml"
+    note.parent.mkdir(parents=True)
+    note.write_text(
+        "title: \"Make\t입문\"\nslug: makefile\ndate: 2016-06-30\nkind: tutorial\ntags: [backprop]\n"
+        "people: [andrej-karpathy]\nsources:\n  - url: https://example.org/make\n    title: 'GNU\tMake'\n"
+        "summary: \"탭이\t들어간 요약이다.\"\nbody: |\n  ```make\n  all:\n  \tgo build ./...\n  ```\n\n"
+        "  ```go\n  func main() {\n  \tfmt.Println(\"hi\")\n  }\n  ```\n", encoding="utf-8")
+    rc = cli.main(["check", "--content", str(content)])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0 and out == [f"digest check ok: {files_in(content)} file(s), 0 error(s), 0 warning(s)"], out
+    from digest.check import load_content
+
+    written = load_content(content)[0].notes[0]
+    assert "all:\n\tgo build ./...\n" in written.body and written.summary == "탭이\t들어간 요약이다."

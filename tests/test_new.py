@@ -1,4 +1,5 @@
-"""`digest new` writes a note that passes `digest check` unchanged, and refuses bad input early."""
+"""`digest new` writes a note whose only `digest check` errors are the template text left to replace,
+and refuses bad input early."""
 
 from __future__ import annotations
 
@@ -12,23 +13,60 @@ from digest.cli import main
 from digest.romanize import slugify
 
 ROOT = Path(__file__).resolve().parent.parent
+SUMMARY = ["--summary", "카패시의 퐁 강화학습 글을 따라 해 본 기록."]
+TEMPLATE_LINES = ("이 글이 다루는 연구나 글을 자신의 말로 소개하세요.", "원문을 인용할 때는 누가 말했는지 밝히세요.")
 
 
-def test_new_note_from_flags_passes_check(project, capsys):
+def write_own_body(project: Path) -> None:
+    """What the contributor does next: replace the template's sentences of every new note."""
+    for path in (project / "notes").rglob("*.yml"):
+        text = path.read_text(encoding="utf-8")
+        for line in TEMPLATE_LINES:
+            text = text.replace(line, "직접 쓴 문장이다.")
+        path.write_text(text, encoding="utf-8")
+
+
+def test_new_note_from_flags_fails_check_only_until_the_body_template_is_replaced(project, capsys):
     code = main(["new", "--no-input", "--title", "강화학습으로 퐁 배우기: 재현", "--kind", "tutorial",
-                 "--tag", "reinforcement-learning", "--person", "andrej-karpathy",
+                 "--tag", "reinforcement-learning", "--person", "andrej-karpathy", *SUMMARY,
                  "--source", "http://karpathy.github.io/2016/05/31/rl/", "--date", "2016-07-01"])
-    assert code == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "next: replace the template text in it with your own" in out
     path = project / "notes" / "2016" / "ganghwahakseupeuro-pong-baeugi-jaehyeon.yml"
     assert path.is_file()
+    line = path.read_text(encoding="utf-8").splitlines().index("  " + TEMPLATE_LINES[0]) + 1
     result = check(project, today=dt.date(2026, 1, 1))
-    assert result.ok, result.lines()
-    assert result.diagnostics == []
+    assert [d.format() for d in result.diagnostics] == [
+        f"content/notes/2016/ganghwahakseupeuro-pong-baeugi-jaehyeon.yml:{line}:3: error: body still holds "
+        f"digest new's template text '{TEMPLATE_LINES[0]}' — replace the template's sentences with your own "
+        "text (the '##' headings may stay)"]
+    write_own_body(project)
+    result = check(project, today=dt.date(2026, 1, 1))
+    assert result.ok and result.diagnostics == [], result.lines()
+
+
+def test_no_input_without_summary_fails_as_help_promises_and_writes_nothing(project, capsys):
+    code = main(["new", "--no-input", "--title", "제목", "--kind", "paper", "--source", "https://example.org/x"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "a summary is needed: --summary" in err and "Traceback" not in err
+    assert not list((project / "notes").rglob("*.yml"))
+
+
+def test_note_still_holding_the_template_summary_fails_check(project):
+    assert main(["new", "--no-input", "--title", "제목", "--kind", "paper", "--source", "https://example.org/x",
+                 "--slug", "placeholder", "--date", "2016-01-01", "--summary", "한두 문장으로 요약을 쓰세요."]) == 0
+    write_own_body(project)
+    result = check(project, today=dt.date(2026, 1, 1))
+    assert [d.format() for d in result.diagnostics] == [
+        "content/notes/2016/placeholder.yml:11:10: error: summary is still digest new's template text "
+        "'한두 문장으로 요약을 쓰세요.' — replace it with one or two sentences of your own about the source"]
 
 
 def test_new_refuses_unknown_tag_with_nearest_id_and_writes_nothing(project, capsys):
     code = main(["new", "--no-input", "--title", "제목", "--kind", "paper", "--tag", "reinforcment-learning",
-                 "--source", "https://example.org/x"])
+                 *SUMMARY, "--source", "https://example.org/x"])
     err = capsys.readouterr().err
     assert code == 2
     assert "unknown tag 'reinforcment-learning'" in err and "reinforcement-learning" in err
@@ -36,17 +74,36 @@ def test_new_refuses_unknown_tag_with_nearest_id_and_writes_nothing(project, cap
 
 
 def test_new_refuses_existing_file(project, capsys):
-    args = ["new", "--no-input", "--title", "같은 제목", "--kind", "news",
+    args = ["new", "--no-input", "--title", "같은 제목", "--kind", "news", *SUMMARY,
             "--source", "https://example.org/", "--date", "2016-01-01"]
     assert main(args) == 0
+    capsys.readouterr()
     assert main(args) == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "slug 'gateun-jemok' is already used by content/notes/2016/gateun-jemok.yml" in err, err
+    assert "--slug gateun-jemok-2" in err
+
+
+def test_new_refuses_a_slug_used_by_a_note_of_another_year(project, capsys):
+    older = project / "notes" / "2026" / "dcgan.yml"
+    older.parent.mkdir()
+    older.write_text("title: DCGAN\nslug: dcgan\n", encoding="utf-8")  # any note file that names the slug
+    renamed = project / "notes" / "2026" / "dcgan-notes.yml"
+    renamed.write_text("slug: dcgan-2\n", encoding="utf-8")
+    code = main(["new", "--no-input", "--title", "DCGAN 다시 보기", "--kind", "paper", "--slug", "dcgan", *SUMMARY,
+                 "--source", "https://arxiv.org/abs/1511.06434", "--date", "2016-01-19"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert ("slug 'dcgan' is already used by content/notes/2026/dcgan.yml; choose another slug, e.g. "
+            "--slug dcgan-3 or a word that tells the two notes apart") in err, err
+    assert not (project / "notes" / "2016").exists()
 
 
 def test_new_quotes_titles_that_would_break_yaml(project):
     title = 'A: "quoted" #not-a-comment & *star'
-    assert main(["new", "--no-input", "--title", title, "--slug", "tricky", "--kind", "paper",
+    assert main(["new", "--no-input", "--title", title, "--slug", "tricky", "--kind", "paper", *SUMMARY,
                  "--source", "https://example.org/", "--date", "2016-01-01"]) == 0
+    write_own_body(project)
     result = check(project, today=dt.date(2026, 1, 1))
     assert result.ok, result.lines()
     from digest.check import load_content
@@ -99,4 +156,5 @@ def test_new_asks_for_missing_values_in_a_terminal(project):
     assert proc.returncode == 0, seen.decode("utf-8", "ignore")
     path = project / "notes" / "2016" / "maeching-neteuwokeu.yml"
     assert path.is_file()
+    write_own_body(project)
     assert check(project, today=dt.date(2026, 1, 1)).ok

@@ -99,10 +99,19 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def new(*args: str) -> int:
-    return main(["new", "--no-input", "--date", "2016-08-15", *args])
+    return main(["new", "--no-input", "--date", "2016-08-15", "--summary", "논문을 한 문장으로 요약했다.", *args])
+
+
+TEMPLATE_LINES = ("이 글이 다루는 연구나 글을 자신의 말로 소개하세요.", "원문을 인용할 때는 누가 말했는지 밝히세요.")
 
 
 def the_note(project: Path):
+    """The one note, after its writer replaced the body template's sentences (check reports them until then)."""
+    for path in (project / "notes").rglob("*.yml"):
+        text = path.read_text(encoding="utf-8")
+        for line in TEMPLATE_LINES:
+            text = text.replace(line, "직접 쓴 문장이다.")
+        path.write_text(text, encoding="utf-8")
     content, _ = load_content(project, today=TODAY)
     assert len(content.notes) == 1
     return content, content.notes[0]
@@ -292,7 +301,7 @@ def test_existing_note_is_refused_and_people_left_alone(project, arxiv, capsys):
     assert new("--arxiv", "1606.04080", "--slug", "taken") == 0
     capsys.readouterr()
     code, err = _fail(project, capsys, "--arxiv", "1606.04080", "--slug", "taken", "--add-people")
-    assert code == 2 and "already exists" in err
+    assert code == 2 and "slug 'taken' is already used by content/notes/2016/taken.yml" in err
 
 
 # --- web pages ---------------------------------------------------------------------------------
