@@ -31,7 +31,7 @@ from .metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arx
 from .model import KINDS, SLUG_RE, Person, Source, Tag
 from .romanize import slugify
 from .templates import environment
-from .validate import SEOUL, TEMPLATE_SUMMARY, _registry, _suggest, url_problem
+from .validate import SEOUL, TEMPLATE_BODY, TEMPLATE_SUMMARY, _registry, _suggest, url_problem
 from .yamlread import Map, Scalar
 
 
@@ -131,7 +131,8 @@ def fetch_metadata(args) -> Metadata | None:
 
 
 def render(note: NewNote, path: str) -> str:
-    return environment().get_template("note.yml.j2").render(path=path, **note.__dict__)
+    # the body's sentences are the ones `digest check` reports until the writer replaces them
+    return environment().get_template("note.yml.j2").render(path=path, placeholders=TEMPLATE_BODY, **note.__dict__)
 
 
 def note_path(content_root: Path, note: NewNote) -> Path:

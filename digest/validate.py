@@ -436,8 +436,8 @@ def _check_lost_comment(reader: _Reader, root: Map) -> None:
                 one_line(f"if it belongs to the {field}, quote the whole value: {field}: \"{whole}\"")))
 
 
-# What `digest new` writes for the contributor to replace (digest/templates/note.yml.j2): a note
-# still holding it would be published with instructions instead of content.
+# What `digest new` writes for the contributor to replace (its template note.yml.j2 takes the body's
+# sentences from here): a note still holding them would be published with instructions, not content.
 TEMPLATE_SUMMARY = "한두 문장으로 요약을 쓰세요."
 TEMPLATE_BODY = ("이 글이 다루는 연구나 글을 자신의 말로 소개하세요.", "원문을 인용할 때는 누가 말했는지 밝히세요.")
 

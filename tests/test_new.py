@@ -11,10 +11,11 @@ import pytest
 from digest.check import check
 from digest.cli import main
 from digest.romanize import slugify
+from digest.validate import TEMPLATE_BODY
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = ["--summary", "카패시의 퐁 강화학습 글을 따라 해 본 기록."]
-TEMPLATE_LINES = ("이 글이 다루는 연구나 글을 자신의 말로 소개하세요.", "원문을 인용할 때는 누가 말했는지 밝히세요.")
+TEMPLATE_LINES = TEMPLATE_BODY  # the sentences digest new writes for the writer to replace
 
 
 def write_own_body(project: Path) -> None:

@@ -31,6 +31,7 @@ from digest.cli import main
 from digest.errors import UsageError
 from digest.metadata import parse_arxiv_id
 from digest.model import Person, Source
+from digest.validate import TEMPLATE_BODY
 from digest.yamlread import parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +103,7 @@ def new(*args: str) -> int:
     return main(["new", "--no-input", "--date", "2016-08-15", "--summary", "논문을 한 문장으로 요약했다.", *args])
 
 
-TEMPLATE_LINES = ("이 글이 다루는 연구나 글을 자신의 말로 소개하세요.", "원문을 인용할 때는 누가 말했는지 밝히세요.")
+TEMPLATE_LINES = TEMPLATE_BODY  # the sentences digest new writes for the writer to replace
 
 
 def the_note(project: Path):
