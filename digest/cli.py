@@ -24,12 +24,21 @@ def _content_arg(parser: argparse.ArgumentParser) -> None:
                         help="content folder (default: ./content)")
 
 
+ANNOTATE_HELP = "also print GitHub Actions annotations (automatic when GITHUB_ACTIONS=true, unless DIGEST_ANNOTATE=0)"
+
+
+def _annotate(args) -> bool:
+    """GitHub annotations: asked for, or on Actions unless DIGEST_ANNOTATE=0 (a job that repeats a
+    check another job annotates: one problem should be one annotation on the pull request)."""
+    on_actions = os.environ.get("GITHUB_ACTIONS") == "true" and os.environ.get("DIGEST_ANNOTATE") != "0"
+    return args.github or on_actions
+
+
 def cmd_check(args) -> int:
     from .check import check
 
     result = check(args.content, args.paths)
-    github = args.github or os.environ.get("GITHUB_ACTIONS") == "true"
-    for line in result.lines(github=github):
+    for line in result.lines(github=_annotate(args)):
         print(line)
     return 0 if result.ok else 1
 
@@ -66,7 +75,7 @@ def cmd_links(args) -> int:
     cache = None if args.no_cache else args.content.parent / args.cache
     report = run(args.content, politeness, cache, args.max_age,
                  warn=lambda message: print(f"digest links: {message}", file=sys.stderr))
-    for line in report.lines(github=args.github or os.environ.get("GITHUB_ACTIONS") == "true"):
+    for line in report.lines(github=_annotate(args)):
         print(line)
     if args.report:
         args.report.write_text(report.markdown(), encoding="utf-8")
@@ -348,8 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate content/. Each problem is printed as file:line:col with "
                                    "what is wrong and how to fix it. Exit 1 on errors.")
     p.add_argument("paths", nargs="*", metavar="PATH", help="report only these files or folders")
-    p.add_argument("--github", action="store_true",
-                   help="also print GitHub Actions annotations (automatic when GITHUB_ACTIONS=true)")
+    p.add_argument("--github", action="store_true", help=ANNOTATE_HELP)
     _content_arg(p)
     p.set_defaults(func=cmd_check)
 
@@ -397,8 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recheck links whose good result is older than this (default 168)")
     p.add_argument("--no-cache", action="store_true", help="check every link, read and write no cache")
     p.add_argument("--report", type=Path, metavar="FILE", help="also write a Markdown report (for an issue)")
-    p.add_argument("--github", action="store_true",
-                   help="also print GitHub Actions annotations (automatic when GITHUB_ACTIONS=true)")
+    p.add_argument("--github", action="store_true", help=ANNOTATE_HELP)
     _content_arg(p)
     p.set_defaults(func=cmd_links)
 

@@ -258,6 +258,16 @@ def test_github_annotations(tmp_path, capsys, monkeypatch):
     assert_report(case, plain, rc, files_in(content))
 
 
+def test_a_job_repeating_the_check_can_leave_the_annotations_to_another(tmp_path, capsys, monkeypatch):
+    case = next(c for c in CASES if c.name == "combo-six-errors-and-a-warning")
+    content = place(case, tmp_path)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("DIGEST_ANNOTATE", "0")
+    assert cli.main(["check", "--content", str(content)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out and not any(line.startswith("::") for line in out)  # the plain report stays
+
+
 def test_github_annotation_escapes_newlines_and_colons(tmp_path, capsys, monkeypatch):
     case = next(c for c in CASES if c.name == "arxiv-trailing-newline")
     content = place(case, tmp_path)
