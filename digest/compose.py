@@ -18,18 +18,16 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import css_inline
 
 from .errors import UsageError
 from .files import write_atomic
 from .mail import MailSettings, Marks, MessageTemplate, fold_address, header_text
-from .model import WEEK_FILE_RE, Content, Note
+from .model import SEOUL, WEEK_FILE_RE, Content, Note
 from .store import Subscriber
 from .templates import environment
 
-SEOUL = ZoneInfo("Asia/Seoul")
 WIDTH = 72  # terminal columns of the text part; Hangul counts two
 PREVIEW = Subscriber(0, "preview@example.invalid")
 PREVIEW_TO = fold_address("To", "미리보기", PREVIEW.address)  # nobody real

@@ -14,6 +14,9 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+SEOUL = ZoneInfo("Asia/Seoul")  # notes' dates, weeks and mail dates are Korean
 
 # id -> Korean label shown on the site and in emails. Extend here, nowhere else.
 KINDS: dict[str, str] = {

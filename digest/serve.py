@@ -45,6 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 from .errors import AddressInvalid, DigestError, RequestRefused, ServeError, StoreError
 from .files import write_atomic
 from .mail import CRLF, MailSettings, base64_lines, fold_address, header_bytes, setting, subject_line
+from .model import SEOUL
 from .store import (
     PURGE_AFTER_DAYS,
     Subscriber,
@@ -212,7 +213,7 @@ def confirmation_message(mail: MailSettings, address: str, confirm_url: str, alr
     html = env.get_template("serve/confirm_email.html").render(**context).replace("\n", "\r\n")
     boundary = "=_confirm_" + secrets.token_hex(8)
     subject = f"[{mail.list_name}] " + ("주제 변경을 확인해 주세요" if already else "구독을 확인해 주세요")
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(SEOUL).replace(microsecond=0)  # as the digest's own Date
     headers = [
         (b"From", fold_address("From", mail.sender_name, mail.sender).encode()),
         (b"To", f"To: {address}\r\n".encode()),

@@ -22,15 +22,13 @@ from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from types import UnionType
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from . import directives
 from .diagnostics import Diagnostic
 from .load import RawContent, SourceFile, gc_paused
-from .model import ID_RE, WEEK_FILE_RE, Content, IssueIntro, Note, Person, RefManifest, Tag
+from .model import ID_RE, SEOUL, WEEK_FILE_RE, Content, IssueIntro, Note, Person, RefManifest, Tag
 from .yamlread import Map, Node, Scalar, Seq, one_line
 
-SEOUL = ZoneInfo("Asia/Seoul")
 NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: no trailing newline, ASCII digits only
 OPENINGS_RE = re.compile(r"(?=\{\{)")
