@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from . import authors as people_registry
-from .errors import UsageError
+from .errors import FetchError, UsageError
 from .files import beside
 from .load import NOTES_DIR, PEOPLE_FILE, SourceFile, load
 from .metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arxiv_id
@@ -119,6 +119,15 @@ def _new_people(note: NewNote, unknown: list[str], add: bool, people: dict, inte
 
 def fetch_metadata(args) -> Metadata | None:
     """Metadata for --arxiv or --url, or None; a bad id fails before any request."""
+    try:
+        return _fetch_metadata(args)
+    except FetchError as exc:  # offline, or the site is down: the note can still be written by hand
+        source = f"https://arxiv.org/abs/{args.arxiv}" if getattr(args, "arxiv", None) else args.url
+        raise FetchError(f"{exc}; or write it without fetching: digest new --title \"…\" --kind paper "
+                         f"--source {source}") from None
+
+
+def _fetch_metadata(args) -> Metadata | None:
     if getattr(args, "arxiv", None):
         return fetch_arxiv(parse_arxiv_id(args.arxiv))
     if getattr(args, "url", None):

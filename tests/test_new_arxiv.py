@@ -254,7 +254,7 @@ def test_long_retry_after_is_not_waited_for(project, arxiv, capsys):
     started = time.monotonic()
     code, err = _fail(project, capsys, "--arxiv", "1606.04080")
     assert code == 3 and time.monotonic() - started < 2 and len(arxiv.requests) == 1
-    at = err.rsplit("try again after ", 1)[1]
+    at = err.rsplit("try again after ", 1)[1].split(";")[0]
     assert len(at) == 5 and at[2] == ":"
 
 
@@ -296,6 +296,9 @@ def test_network_failure(project, capsys, monkeypatch):
     monkeypatch.setenv("DIGEST_ARXIV_API", f"http://127.0.0.1:{port}/api/query")
     code, err = _fail(project, capsys, "--arxiv", "1606.04080")
     assert code == 3 and f"cannot reach 127.0.0.1:{port} (" in err and "check your network connection" in err
+    # and the way on without the network, with the source filled in
+    by_hand = 'digest new --title "…" --kind paper --source https://arxiv.org/abs/1606.04080'
+    assert f"or write it without fetching: {by_hand}" in err
 
 
 def test_existing_note_is_refused_and_people_left_alone(project, arxiv, capsys):
