@@ -576,9 +576,32 @@ def _registry(source: SourceFile | None, cls, diagnostics: list[Diagnostic], unu
         record = reader.record(cls, value_node, extra={"id": ident, "path": source.path})
         if record is not None:
             entries[ident] = record
+            if cls is Person and not HANGUL_RE.search(record.ko):
+                _warn_at(reader, value_node, "ko", f"ko '{record.ko}' has no Hangul, yet pages show it as the "
+                         "person's Korean name", "write the name as Koreans read it, e.g. ko: 안드레이 카패시")
         elif unusable is not None:
             unusable.add(ident)
     return entries
+
+
+HANGUL_RE = re.compile("[\uac00-\ud7a3]")
+
+
+def _warn_at(reader: _Reader, mapping: Node, key: str, message: str, hint: str) -> None:
+    """A warning at ``key``'s value in ``mapping`` (a record that loaded, so the key is there)."""
+    node = mapping.entries[key][1]
+    reader.diagnostics.append(Diagnostic(reader.path, node.line, node.col, "warning", one_line(message), hint))
+
+
+def _check_source_titles(reader: _Reader, root: Map) -> None:
+    """A source whose title is its address says nothing about it (what `digest new` writes when it
+    could not read a title)."""
+    sources = root.entries.get("sources", (None, None))[1]
+    for item in sources.items if sources.__class__ is Seq else ():
+        url, title = (item.entries.get(k, (None, None))[1] if item.__class__ is Map else None for k in ("url", "title"))
+        if url.__class__ is Scalar and title.__class__ is Scalar and title.value.strip() == url.value.strip():
+            _warn_at(reader, item, "title", "the source's title is its address",
+                     "write the source's own title (the page's or paper's), as readers see it in 출처")
 
 
 def _registry_loaded(source: SourceFile | None, field: str, what: str, diagnostics: list[Diagnostic]) -> bool:
@@ -635,6 +658,7 @@ def _validate(raw: RawContent, today: dt.date | None,
         _check_body_style(reader, source.node)
         _check_template_text(reader, source.node)
         _check_lost_comment(reader, source.node)
+        _check_source_titles(reader, source.node)
         if slug := values.get("slug"):
             slugs.setdefault(slug, []).append((source.path, *_position(source.node, "slug")))
         if ok:

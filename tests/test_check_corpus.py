@@ -347,3 +347,27 @@ def test_tabs_inside_quoted_values_and_the_literal_body_are_content(tmp_path, ca
 
     written = load_content(content)[0].notes[0]
     assert "all:\n\tgo build ./...\n" in written.body and written.summary == "탭이\t들어간 요약이다."
+
+
+def test_a_person_without_a_hangul_name_is_a_warning_at_ko(tmp_path, capsys):
+    content = content_with_notes(tmp_path)
+    with (content / "people.yml").open("a", encoding="utf-8") as handle:
+        handle.write("charles-blundell:\n  ko: Charles Blundell  # 한글 이름으로 바꾸세요\n  en: Charles Blundell\n")
+    line = len((content / "people.yml").read_text(encoding="utf-8").splitlines()) - 1
+    assert cli.main(["check", "--content", str(content)]) == 0  # a warning does not fail the check
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"content/people.yml:{line}:7: warning: ko 'Charles Blundell' has no Hangul, yet pages show "
+                      "it as the person's Korean name — write the name as Koreans read it, e.g. ko: 안드레이 카패시")
+
+
+def test_a_source_titled_with_its_own_address_is_a_warning(tmp_path, capsys):
+    content = content_with_notes(tmp_path)
+    note = content / "notes" / "2016" / "fast-weights-rnn.yml"
+    text = note.read_text(encoding="utf-8")
+    url = re.search(r"- url: (\S+)", text)[1]
+    title_line = re.search(r"- url: \S+\n(\s+title: .*)", text)[1]
+    note.write_text(text.replace(title_line, f"    title: {url}", 1), encoding="utf-8")
+    assert cli.main(["check", "--content", str(content)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "warning: the source's title is its address" in out[0], out
+    assert out[0].startswith("content/notes/2016/fast-weights-rnn.yml:"), out

@@ -4,6 +4,7 @@ and refuses bad input early."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,18 @@ TEMPLATE_LINES = TEMPLATE_BODY  # the sentences digest new writes for the writer
 
 
 def write_own_body(project: Path) -> None:
-    """What the contributor does next: replace the template's sentences of every new note."""
+    """What the contributor does next: replace the template's sentences of every new note, and give
+    a source that was not fetched its title (digest new wrote its address there)."""
     for path in (project / "notes").rglob("*.yml"):
         text = path.read_text(encoding="utf-8")
         for line in TEMPLATE_LINES:
             text = text.replace(line, "직접 쓴 문장이다.")
+        text = re.sub(r"(- url: (\S+)\n\s+title: )\2\n", r"\1원문의 제목\n", text)
         path.write_text(text, encoding="utf-8")
+
+
+def errors(result) -> list[str]:
+    return [d.format() for d in result.diagnostics if d.severity == "error"]
 
 
 def test_new_note_from_flags_fails_check_only_until_the_body_template_is_replaced(project, capsys):
@@ -38,7 +45,8 @@ def test_new_note_from_flags_fails_check_only_until_the_body_template_is_replace
     assert path.is_file()
     line = path.read_text(encoding="utf-8").splitlines().index("  " + TEMPLATE_LINES[0]) + 1
     result = check(project, today=dt.date(2026, 1, 1))
-    assert [d.format() for d in result.diagnostics] == [
+    assert any("the source's title is its address" in d.message for d in result.diagnostics)  # not fetched
+    assert errors(result) == [
         f"content/notes/2016/ganghwahakseupeuro-pong-baeugi-jaehyeon.yml:{line}:3: error: body still holds "
         f"digest new's template text '{TEMPLATE_LINES[0]}' — replace the template's sentences with your own "
         "text (the '##' headings may stay)"]
