@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -56,15 +57,44 @@ def _ask(prompt: str, interactive: bool, default: str = "") -> str:
     return answer or default
 
 
-def _ask_list(prompt: str, interactive: bool, default: str = "") -> list[str]:
-    return [x.strip() for x in _ask(prompt, interactive, default).split(",") if x.strip()]
+def _ask_until(prompt: str, interactive: bool, default: str, problem: Callable[[str], str | None],
+               given: str | None = None) -> str:
+    """A flag's value, else an answer; an answer with a problem is asked again (the answers before it
+    stay), a flag's or a default's fails the command with the problem."""
+    if given or not interactive:
+        value = given or default
+        if (found := problem(value)) is not None:
+            raise UsageError(found)
+        return value
+    while (found := problem(answer := _ask(prompt, interactive, default))) is not None:
+        print(f"  {found}", file=sys.stderr)
+    return answer
 
 
-def _known(ids: list[str], registry: dict, what: str, registry_file: str) -> None:
-    for ident in ids:
-        if ident not in registry:
-            hint = _suggest(ident, registry) or f"add it to content/{registry_file} first"
-            raise UsageError(f"unknown {what} '{ident}': {hint}")
+def _split(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _unknown(registry: dict, what: str, registry_file: str) -> Callable[[str], str | None]:
+    def problem(text: str) -> str | None:
+        for ident in _split(text):
+            if ident not in registry:
+                hint = _suggest(ident, registry) or f"add it to content/{registry_file} first"
+                return f"unknown {what} '{ident}': {hint}"
+        return None
+    return problem
+
+
+def _kind_problem(kind: str) -> str | None:
+    return None if kind in KINDS else f"unknown kind '{kind}': {_suggest(kind, KINDS) or 'one of ' + ', '.join(KINDS)}"
+
+
+def _slug_problem(slug: str) -> str | None:
+    return None if SLUG_RE.match(slug or "") else f"slug '{slug}' must be lowercase letters, digits and hyphens"
+
+
+def _urls_problem(text: str) -> str | None:
+    return next((f"source '{url}' {problem}" for url in _split(text) if (problem := url_problem(url))), None)
 
 
 def collect(args, tags: dict, people: dict, interactive: bool, meta: Metadata | None = None) -> NewNote:
@@ -72,35 +102,34 @@ def collect(args, tags: dict, people: dict, interactive: bool, meta: Metadata | 
     title = args.title or _ask("제목 (title, 한국어로)", interactive, meta.title if meta else "")
     if not title:
         raise UsageError("a title is needed: --title '...'")
-    kind = args.kind or _ask(f"종류 (kind: {', '.join(KINDS)})", interactive, "paper")
-    if kind not in KINDS:
-        raise UsageError(f"unknown kind '{kind}': {_suggest(kind, KINDS) or 'one of ' + ', '.join(KINDS)}")
+    kind = _ask_until(f"종류 (kind: {', '.join(KINDS)})", interactive, "paper", _kind_problem, args.kind)
     date_text = args.date or dt.datetime.now(SEOUL).date().isoformat()
     try:
         date = dt.date.fromisoformat(date_text)
     except ValueError:
         raise UsageError(f"--date '{date_text}' is not a date; write YYYY-MM-DD") from None
-    slug = args.slug or _ask("slug (URL 이름)", interactive, slugify(meta.title if meta else title))
-    if not SLUG_RE.match(slug or ""):
-        raise UsageError(f"slug '{slug}' must be lowercase letters, digits and hyphens; pass --slug")
+    slug = _ask_until("slug (URL 이름)", interactive, slugify(meta.title if meta else title), _slug_problem, args.slug)
     found, unknown = people_registry.match(meta.authors, people) if meta else ([], [])
     # Without an answer the summary is the template's placeholder, which `digest check` reports until
     # it is replaced; --no-input fails instead, as its help says ("fail on missing values").
     summary = args.summary or (_ask("요약 (summary)", interactive, TEMPLATE_SUMMARY) if interactive else "")
     if not summary:
         raise UsageError("a summary is needed: --summary '한두 문장 요약' (one or two sentences)")
+    listed = (", ".join(args.person + [i for i in found if i not in args.person]) if args.person else None)
     note = NewNote(
         title=title, kind=kind, date=date, slug=slug, summary=summary,
-        tags=args.tag or _ask_list("태그 id, 쉼표로 구분 (tags)", interactive),
-        people=(args.person + [i for i in found if i not in args.person] if args.person
-                else _ask_list("인물 id, 쉼표로 구분 (people)", interactive, ", ".join(found))),
+        tags=_split(_ask_until("태그 id, 쉼표로 구분 (tags)", interactive, "", _unknown(tags, "tag", "tags.yml"),
+                               ", ".join(args.tag))),
+        people=_split(_ask_until("인물 id, 쉼표로 구분 (people)", interactive, ", ".join(found),
+                                 _unknown(people, "person", "people.yml"), listed)),
     )
-    _known(note.tags, tags, "tag", "tags.yml")
-    _known(note.people, people, "person", "people.yml")
-    urls = args.source or ([] if meta else _ask_list("원문 URL, 쉼표로 구분 (sources)", interactive))
-    for url in urls:
-        if problem := url_problem(url):
-            raise UsageError(f"source '{url}' {problem}")
+    if args.source:  # a URL may hold a comma: flags are checked one by one, not joined
+        urls = args.source
+        for url in urls:
+            if problem := url_problem(url):
+                raise UsageError(f"source '{url}' {problem}")
+    else:  # fetched metadata is a source already: ask for no more
+        urls = _split(_ask_until("원문 URL, 쉼표로 구분 (sources)", interactive and meta is None, "", _urls_problem))
     fetched = [Source(url=meta.url, title=meta.title, arxiv=meta.arxiv, date=meta.date)] if meta else []
     note.sources = fetched + [Source(url=url, title=url) for url in urls]
     if not note.sources:

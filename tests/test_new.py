@@ -130,8 +130,9 @@ def test_korean_titles_get_readable_romanized_slugs(title, slug):
     assert slugify(title) == slug
 
 
-def test_new_asks_for_missing_values_in_a_terminal(project):
-    """A contributor without flags answers questions in a real terminal (a pty)."""
+def answer_in_a_terminal(project: Path, answers: dict[str, list[str]]) -> tuple[int, str]:
+    """Run `digest new` in a real terminal (a pty), typing each prompt's answers in turn; (exit code,
+    everything the terminal showed)."""
     import os
     import pty
     import select
@@ -142,9 +143,7 @@ def test_new_asks_for_missing_values_in_a_terminal(project):
     proc = subprocess.Popen([sys.executable, "-m", "digest", "new", "--date", "2016-03-01"],
                             stdin=follower, stdout=follower, stderr=follower, cwd=project.parent)
     os.close(follower)
-    answers = {"제목": "매칭 네트워크", "종류": "paper", "slug": "", "요약": "원샷 학습을 다룬 논문.",
-               "태그": "paper-notes", "인물": "oriol-vinyals", "원문": "https://arxiv.org/abs/1606.04080"}
-    seen = b""
+    seen, shown = b"", ""
     while proc.poll() is None:
         ready, _, _ = select.select([leader], [], [], 10)
         if not ready:
@@ -155,15 +154,38 @@ def test_new_asks_for_missing_values_in_a_terminal(project):
             break
         seen += chunk
         text = seen.decode("utf-8", "ignore")
-        for label, answer in list(answers.items()):
-            if label in text.rsplit("\n", 1)[-1]:
-                os.write(leader, answer.encode() + b"\r")
-                answers.pop(label)
+        for label, queue in answers.items():
+            if queue and label in text.rsplit("\n", 1)[-1]:
+                os.write(leader, queue.pop(0).encode() + b"\r")
+                shown += text
                 seen = b""
+                break
     proc.wait(timeout=30)
     os.close(leader)
-    assert proc.returncode == 0, seen.decode("utf-8", "ignore")
+    return proc.returncode, shown + seen.decode("utf-8", "ignore")
+
+
+def test_new_asks_for_missing_values_in_a_terminal(project):
+    """A contributor without flags answers questions in a real terminal (a pty)."""
+    answers = {"제목": ["매칭 네트워크"], "종류": ["paper"], "slug": [""], "요약": ["원샷 학습을 다룬 논문."],
+               "태그": ["paper-notes"], "인물": ["oriol-vinyals"], "원문": ["https://arxiv.org/abs/1606.04080"]}
+    code, shown = answer_in_a_terminal(project, answers)
+    assert code == 0, shown
     path = project / "notes" / "2016" / "maeching-neteuwokeu.yml"
     assert path.is_file()
     write_own_body(project)
     assert check(project, today=dt.date(2026, 1, 1)).ok
+
+
+def test_a_wrong_answer_is_asked_again_and_the_answers_before_it_stay(project):
+    answers = {"제목": ["매칭 네트워크"], "종류": ["papr", "paper"], "slug": ["DCGAN", "matching"],
+               "요약": ["원샷 학습을 다룬 논문."], "태그": ["paper-note", "paper-notes"], "인물": ["oriol-vinyals"],
+               "원문": ["arxiv.org/abs/1606.04080", "https://arxiv.org/abs/1606.04080"]}
+    code, shown = answer_in_a_terminal(project, answers)
+    assert code == 0, shown
+    assert "unknown kind 'papr': did you mean 'paper'?" in shown
+    assert "slug 'DCGAN' must be lowercase letters, digits and hyphens" in shown
+    assert "unknown tag 'paper-note': did you mean 'paper-notes'?" in shown
+    assert "source 'arxiv.org/abs/1606.04080'" in shown and not any(answers.values())
+    text = (project / "notes" / "2016" / "matching.yml").read_text(encoding="utf-8")
+    assert 'title: "매칭 네트워크"' in text and "kind: paper" in text and "tags: [paper-notes]" in text
