@@ -37,10 +37,11 @@ ARXIV_RE = re.compile(r"^(?:[0-9]{2}(?:0[1-9]|1[0-2])\.[0-9]{4,5}|[a-z-]+(?:\.[A
 
 def spec(doc: str, *, pattern: re.Pattern | None = None, enum: tuple[str, ...] | None = None,
          fmt: str | None = None, example: str = "", min_items: int = 0, key_pattern: re.Pattern | None = None,
-         default=..., default_factory=...):
-    """A dataclass field with the metadata the validator and schema share."""
+         registry: str = "", default=..., default_factory=...):
+    """A dataclass field with the metadata the validator and schema share. ``registry``: ids of that
+    registry file, which the validator checks against it (with suggestions) rather than by pattern."""
     meta = {"doc": doc, "pattern": pattern, "enum": enum, "format": fmt, "example": example,
-            "min_items": min_items, "key_pattern": key_pattern}
+            "min_items": min_items, "key_pattern": key_pattern, "registry": registry}
     kwargs = {"metadata": meta}
     if default is not ...:
         kwargs["default"] = default
@@ -66,9 +67,10 @@ class Note:
                      pattern=SLUG_RE, example="matching-networks")
     date: dt.date = spec("date of the note, YYYY-MM-DD; its year is the folder name", example="2016-08-15")
     kind: str = spec("kind of note", enum=tuple(KINDS), example="paper")
-    tags: tuple[str, ...] = spec("tag ids from content/tags.yml", pattern=ID_RE, example="[reinforcement-learning]")
+    tags: tuple[str, ...] = spec("tag ids from content/tags.yml", pattern=ID_RE, example="[reinforcement-learning]",
+                                 registry="tags")
     people: tuple[str, ...] = spec("person ids from content/people.yml", pattern=ID_RE,
-                                   example="[andrej-karpathy]")
+                                   example="[andrej-karpathy]", registry="people")
     sources: tuple[Source, ...] = spec("what the note is about: at least one link", min_items=1,
                                      example="[{url: https://..., title: ...}]")
     summary: str = spec("one or two Korean sentences for cards, feeds and email", example="...")

@@ -198,7 +198,7 @@ def _text_checker(f: dataclasses.Field) -> Callable:
             hint = _suggest(value, enum) or f"one of: {', '.join(enum)}"
             reader.error(node, f"unknown {label} '{value}'", hint)
             return _BAD
-        if pattern is not None and not (value.isascii() and pattern.fullmatch(value)):
+        if pattern is not None and not meta.get("registry") and not (value.isascii() and pattern.fullmatch(value)):
             reader.error(node, f"'{value}' is not a valid {label}", doc)
             return _BAD
         if is_uri and (problem := url_problem(value)):
@@ -352,8 +352,22 @@ def _check_ids(values: dict, reader: _Reader, root: Map, field: str, registry: d
     for i, ident in enumerate(values.get(field, ())):
         if ident not in registry and ident not in unusable:  # an unusable entry is reported in the registry
             line, col = _position(root, field, i)
-            hint = _suggest(ident, registry) or f"add it to content/{field}.yml first"
+            hint = _suggest_id(ident, registry) or f"add it to content/{field}.yml first"
+            if not hint.startswith("did you") and not (ident.isascii() and ID_RE.fullmatch(ident)):
+                hint = "ids are lowercase letters, digits and hyphens" + (
+                    f" (e.g. {re.sub(r'[_ ]+', '-', ident.lower())})" if ident.isascii() else "") + f"; {hint}"
             reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", f"unknown {what} '{ident}'", hint))
+
+
+def _suggest_id(written: str, registry: dict) -> str:
+    """The id meant by a name as the site shows it ('강화학습', 'Andrej Karpathy'), by the id's spelling
+    in other case or spacing, or by a near miss."""
+    folded = written.casefold().strip()
+    for ident, record in registry.items():
+        names = (record.name,) if isinstance(record, Tag) else (record.ko, record.en)
+        if folded in (n.casefold() for n in names) or folded.replace(" ", "-") == ident:
+            return f"did you mean '{ident}' ({names[0]})? notes list ids, not names"
+    return _suggest(written, registry)
 
 
 # Raw HTML blocks that Markdown keeps open to the end of the note when their end tag is missing.
