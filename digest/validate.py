@@ -356,7 +356,8 @@ def _check_ids(values: dict, reader: _Reader, root: Map, field: str, registry: d
             if not hint.startswith("did you") and not (ident.isascii() and ID_RE.fullmatch(ident)):
                 hint = "ids are lowercase letters, digits and hyphens" + (
                     f" (e.g. {re.sub(r'[_ ]+', '-', ident.lower())})" if ident.isascii() else "") + f"; {hint}"
-            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", f"unknown {what} '{ident}'", hint))
+            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", one_line(f"unknown {what} '{ident}'"),
+                                                 one_line(hint)))
 
 
 def _suggest_id(written: str, registry: dict) -> str:
