@@ -237,6 +237,17 @@ def _topics(content: Content):
     return topics
 
 
+CHARSET_META = '<meta charset="utf-8">'
+
+
+def _charset_first(html: str) -> str:
+    """The charset declaration first in <head>: the inliner puts the kept @media rules ahead of it,
+    and a browser opening issue.html looks for it in the first 1,024 bytes only."""
+    if CHARSET_META not in html:
+        return html
+    return html.replace(CHARSET_META, "", 1).replace("<head>", "<head>" + CHARSET_META, 1)
+
+
 def _crlf(text: str) -> str:
     """Canonical text/* line ends (RFC 2046), as parts are base64-encoded as they are."""
     return text.replace("\r\n", "\n").replace("\n", "\r\n")
@@ -253,7 +264,8 @@ def render(issue: Issue, content: Content, settings: MailSettings, secret: bytes
     context = {"issue": issue, "settings": settings, "begin": marks.begin, "end": marks.end, "slot": marks.slot,
                "wrap": wrap, "rule": "─" * (WIDTH // 2)}
     env = environment()
-    html = _crlf(_inliner().inline(env.get_template("email/issue.html.j2").render(**context)).rstrip() + "\n")
+    html = _crlf(_charset_first(_inliner().inline(env.get_template("email/issue.html.j2").render(**context)))
+                 .rstrip() + "\n")
     text = _crlf(BLANK_LINES.sub("\n\n", env.get_template("email/issue.txt.j2").render(**context)))
     return MessageTemplate(
         issue=issue.id, text=marks.parse(text), html=marks.parse(html),

@@ -326,6 +326,8 @@ def test_issue_command_writes_the_four_files(tmp_path, monkeypatch, capsys):
 
 def test_golden_issue_files(content, settings, tmp_path):
     folder = write_outbox(issue_of(content, settings), content, settings, tmp_path, now=NOW)
+    # a browser opening issue.html looks for the charset in the first 1,024 bytes
+    assert 0 < (folder / "issue.html").read_bytes().find(b'<meta charset="utf-8">') < 100
     for name in ("issue.html", "issue.txt", "issue.json"):
         golden(f"{WEEK}/{name}", (folder / name).read_text(encoding="utf-8"))
     message = (folder / "issue.eml").read_bytes()
