@@ -32,7 +32,7 @@ from .metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arx
 from .model import KINDS, SLUG_RE, Person, Source, Tag
 from .romanize import slugify
 from .templates import environment
-from .validate import SEOUL, TEMPLATE_BODY, TEMPLATE_SUMMARY, _registry, _suggest, _suggest_id, url_problem
+from .validate import SEOUL, TEMPLATE_BODY, TEMPLATE_SUMMARY, _registry, _suggest, unknown_id, url_problem
 from .yamlread import Map, Scalar
 
 
@@ -77,11 +77,8 @@ def _split(text: str) -> list[str]:
 
 def _unknown(registry: dict, what: str, registry_file: str) -> Callable[[str], str | None]:
     def problem(text: str) -> str | None:
-        for ident in _split(text):
-            if ident not in registry:
-                hint = _suggest_id(ident, registry) or f"add it to content/{registry_file} first"
-                return f"unknown {what} '{ident}': {hint}"
-        return None
+        ident = next((i for i in _split(text) if i not in registry), None)
+        return None if ident is None else "{}: {}".format(*unknown_id(ident, registry, what, registry_file))
     return problem
 
 

@@ -352,12 +352,17 @@ def _check_ids(values: dict, reader: _Reader, root: Map, field: str, registry: d
     for i, ident in enumerate(values.get(field, ())):
         if ident not in registry and ident not in unusable:  # an unusable entry is reported in the registry
             line, col = _position(root, field, i)
-            hint = _suggest_id(ident, registry) or f"add it to content/{field}.yml first"
-            if not hint.startswith("did you") and not (ident.isascii() and ID_RE.fullmatch(ident)):
-                hint = "ids are lowercase letters, digits and hyphens" + (
-                    f" (e.g. {re.sub(r'[_ ]+', '-', ident.lower())})" if ident.isascii() else "") + f"; {hint}"
-            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", one_line(f"unknown {what} '{ident}'"),
-                                                 one_line(hint)))
+            message, hint = unknown_id(ident, registry, what, f"{field}.yml")
+            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error", one_line(message), one_line(hint)))
+
+
+def unknown_id(ident: str, registry: dict, what: str, registry_file: str) -> tuple[str, str]:
+    """(message, hint) for an id its registry lacks: the id meant, or how to write and add one."""
+    hint = _suggest_id(ident, registry) or f"add it to content/{registry_file} first"
+    if not hint.startswith("did you") and not (ident.isascii() and ID_RE.fullmatch(ident)):
+        hint = "ids are lowercase letters, digits and hyphens" + (
+            f" (e.g. {re.sub(r'[_ ]+', '-', ident.lower())})" if ident.isascii() else "") + f"; {hint}"
+    return f"unknown {what} '{ident}'", hint
 
 
 def _suggest_id(written: str, registry: dict) -> str:
