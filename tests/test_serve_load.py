@@ -67,8 +67,12 @@ class Life:
         await self.call(client, "POST", "subscribe", data={"email": address, "topic": "tools"}, headers=site)
         token = await self._token(address)
         page = await self.call(client, "GET", f"confirm/{token}")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
-        await self.call(client, "POST", f"confirm/{token}", (200, 409) if self.resumed else (200,), data={"csrf": csrf})
+        form = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        if form is None:  # confirmed before the kill (its reply lost): the link's page says so, no button
+            assert self.resumed and "이미 확인된 구독입니다" in page.text, page.text[-300:]
+        else:
+            await self.call(client, "POST", f"confirm/{token}", (200, 409) if self.resumed else (200,),
+                            data={"csrf": form[1]})
         self.accepted["confirmed"].add(address)
         if unsubscribe:
             url = f"unsubscribe/{sign_token(self.secret, 'unsubscribe', self.subscriber_id(address))}"
