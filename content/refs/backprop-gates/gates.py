@@ -57,6 +57,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -483,6 +484,24 @@ def svm_loss() -> dict:
 # ---------------------------------------------------------------------------
 
 
+KOREAN_FONT = "Noto Sans CJK KR"  # the figures' labels are Korean, like the site that shows them
+
+
+def use_korean_font() -> None:
+    """Draw figure text in Noto Sans CJK KR (Debian's fonts-noto-cjk, which `make system-deps`
+    installs). matplotlib's font cache may predate the font, so its files are registered from
+    the system's font folders."""
+    for path in font_manager.findSystemFonts():
+        if Path(path).name.startswith("NotoSansCJK"):
+            font_manager.fontManager.addfont(path)
+    try:
+        font_manager.findfont(KOREAN_FONT, fallback_to_default=False)
+    except ValueError:
+        raise SystemExit(f"the figures' Korean labels need the font {KOREAN_FONT}: install Debian's "
+                         "fonts-noto-cjk (`make system-deps`) and run again") from None
+    plt.rcParams["font.family"] = KOREAN_FONT
+
+
 def save(fig, out: Path, stem: str) -> None:
     fig.savefig(out / f"{stem}.png", dpi=120, metadata={"Software": None})
     fig.savefig(out / f"{stem}.svg", metadata={"Date": None})
@@ -502,11 +521,11 @@ def plot_boundary(model, title: str, out: Path, stem: str) -> None:
     for label, marker, color in ((1, "o", "#2166ac"), (-1, "s", "#b2182b")):
         pts = np.array([p for p, lab in zip(DATA, LABELS, strict=True) if lab == label])
         style = dict(marker=marker, s=60, c=color, edgecolors="k", zorder=3)
-        ax.scatter(pts[:, 0], pts[:, 1], label=f"label {label:+d}", **style)
+        ax.scatter(pts[:, 0], pts[:, 1], label=f"라벨 {label:+d}", **style)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    subtitle = "blue: score > 0, dashed: score = ±1"
-    ax.set_title(f"{title}: accuracy {accuracy(model):.3f}\n({subtitle})", fontsize=10)
+    subtitle = "파란 영역: 점수 > 0, 점선: 점수 = ±1"
+    ax.set_title(f"{title}: 정확도 {accuracy(model):.3f}\n({subtitle})", fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     save(fig, out, stem)
@@ -514,10 +533,10 @@ def plot_boundary(model, title: str, out: Path, stem: str) -> None:
 
 def plot_accuracy(lin_hist: dict, net_hist: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(list(lin_hist), list(lin_hist.values()), "o-", label="linear classifier")
-    ax.plot(list(net_hist), list(net_hist.values()), "s-", label="2-layer net")
-    ax.set_xlabel("iterations (updates)")
-    ax.set_ylabel("training accuracy")
+    ax.plot(list(lin_hist), list(lin_hist.values()), "o-", label="선형 분류기")
+    ax.plot(list(net_hist), list(net_hist.values()), "s-", label="2층 신경망")
+    ax.set_xlabel("반복 (업데이트 횟수)")
+    ax.set_ylabel("학습 정확도")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -546,6 +565,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plt.rcParams["svg.hashsalt"] = "backprop-gates"  # stable SVG ids
+    use_korean_font()
     t0 = time.perf_counter()
 
     # Seeding (see make_rngs): one SeedSequence per seed, split into independent
@@ -590,8 +610,8 @@ def main() -> None:
 
     metrics.update(svm_loss())
 
-    plot_boundary(linear, "linear classifier", out, "decision_boundary_linear")
-    plot_boundary(net, "2-layer ReLU net", out, "decision_boundary_net")
+    plot_boundary(linear, "선형 분류기", out, "decision_boundary_linear")
+    plot_boundary(net, "ReLU 2층 신경망", out, "decision_boundary_net")
     plot_accuracy(lin_hist, net_hist, out)
 
     metrics["wall_seconds"] = time.perf_counter() - t0

@@ -884,6 +884,27 @@ def self_checks(args: Args) -> dict:
 
 
 # ---------------------------------------------------------------- figures
+KOREAN_FONT = "Noto Sans CJK KR"  # the figures' labels are Korean, like the site that shows them
+
+
+def use_korean_font() -> None:
+    """Draw figure text in Noto Sans CJK KR (Debian's fonts-noto-cjk, which `make system-deps`
+    installs).  matplotlib's font cache may predate the font, so its files are registered from
+    the system's font folders.  Called before any training, so a missing font costs no run."""
+    from matplotlib import font_manager
+    import matplotlib.pyplot as plt
+
+    for path in font_manager.findSystemFonts():
+        if Path(path).name.startswith("NotoSansCJK"):
+            font_manager.fontManager.addfont(path)
+    try:
+        font_manager.findfont(KOREAN_FONT, fallback_to_default=False)
+    except ValueError:
+        raise SystemExit(f"the figures' Korean labels need the font {KOREAN_FONT}: install Debian's "
+                         "fonts-noto-cjk (`make system-deps`) and run again") from None
+    plt.rcParams["font.family"] = KOREAN_FONT
+
+
 def save_figure(fig, out: Path, stem: str, dpi: int = 120) -> None:
     for ext in ("png", "svg"):
         fig.savefig(out / f"{stem}.{ext}", dpi=dpi, bbox_inches="tight")
@@ -891,23 +912,25 @@ def save_figure(fig, out: Path, stem: str, dpi: int = 120) -> None:
 
 def plot_learning_curve(L: Learner, out: Path, title: str = "Pong from pixels: REINFORCE") -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import StrMethodFormatter
 
     fig, ax = plt.subplots(figsize=(7, 4))
     episodes = np.arange(1, L.episodes + 1)
     # thousands of raw rewards form a band behind the curve; a few dozen would vanish that faint
     faint = 0.25 if L.episodes > 500 else 0.7
-    ax.plot(episodes, L.curve["reward"], color="0.6", alpha=faint, lw=0.6, label="episode reward")
-    ax.plot(episodes, L.curve["running"], color="C0", lw=1.8, label="running reward (0.99)")
-    marker = "Karpathy (2016): ~8,000 episodes"
+    ax.plot(episodes, L.curve["reward"], color="0.6", alpha=faint, lw=0.6, label="에피소드별 보상")
+    ax.plot(episodes, L.curve["running"], color="C0", lw=1.8, label="러닝 리워드 (0.99)")
+    marker = "카패시(2016): 약 8,000 에피소드"
     if L.episodes >= ORIGINAL_EPISODES:
         ax.axvline(ORIGINAL_EPISODES, color="C3", ls="--", lw=1, label=marker)
     else:
         # a short run stretched to 8,000 episodes would be a dot at the left edge: keep the axis on
         # the run and name the marker as beyond it
-        ax.plot([], [], color="C3", ls="--", lw=1, label=f"{marker} (beyond this run)")
+        ax.plot([], [], color="C3", ls="--", lw=1, label=f"{marker} (이 실행 범위 밖)")
     ax.axhline(0, color="k", lw=0.5)
-    ax.set(xlabel="episode", ylabel="reward (points for - against)", ylim=(-21.5, 21.5),
+    ax.set(xlabel="에피소드", ylabel="보상 (득점 − 실점)", ylim=(-21.5, 21.5),
            xlim=(0, max(L.episodes, 1) * 1.05), title=title)
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     # the curve climbs through the lower right; a label beside the marker would sit under the legend
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     save_figure(fig, out, "learning_curve")
@@ -934,8 +957,7 @@ def plot_weights(W1T: np.ndarray, W2: np.ndarray, out: Path, n: int = 8) -> None
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
     ax.imshow(weight_mosaic(W1T, W2, n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
-    ax.set_title(f"first-layer weights of the {n * n} hidden units with the largest |W2| (80x80 each)",
-                 fontsize=10)
+    ax.set_title(f"|W2|가 가장 큰 은닉 유닛 {n * n}개의 첫 번째 층 가중치 (각 80x80)", fontsize=10)
     save_figure(fig, out, "weights", dpi=100)
     plt.close(fig)
 
@@ -992,7 +1014,7 @@ def report_progress(args: Args, state_dir: Path | None, out: Path) -> None:
     if ckpt is None or not ckpt.exists():
         raise SystemExit(f"no checkpoint to report on: {ckpt or 'give --state DIR'}")
     L = Learner.load(ckpt, args)
-    plot_learning_curve(L, out, title=f"Pong from pixels: REINFORCE (still training, episode {L.episodes:,})")
+    plot_learning_curve(L, out, title=f"Pong from pixels: REINFORCE (학습 중, 에피소드 {L.episodes:,})")
     record_play(args, L.W1T, L.W2, out / "play.gif")
     plot_weights(L.W1T, L.W2, out)
     (out / "metrics.json").write_text(json.dumps(training_metrics(L), indent=1, sort_keys=True) + "\n")
@@ -1002,6 +1024,7 @@ def report_progress(args: Args, state_dir: Path | None, out: Path) -> None:
 def main(argv=None) -> None:
     args, ns = parse_args(argv)
     ns.out.mkdir(parents=True, exist_ok=True)
+    use_korean_font()
     if ns.progress:
         return report_progress(args, ns.state, ns.out)
     t0 = time.perf_counter()
