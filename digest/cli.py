@@ -183,11 +183,12 @@ def cmd_issue(args) -> int:
     return 0
 
 
-def _store(args, env, config):
+def _store(args, env, config, create: bool = False):
+    """The subscriber store; only the commands that add subscribers may start a new one."""
     from .mail import setting
     from .store import open_store
 
-    return open_store(args.store or setting(env, config, "send", "store"))
+    return open_store(args.store or setting(env, config, "send", "store"), create=create)
 
 
 def cmd_send(args) -> int:
@@ -208,7 +209,9 @@ def cmd_send(args) -> int:
         print(f"no notes are dated in {week.name} ({week.label}): no issue, nothing sent")
         return 0
     settings = mail_settings(env, config)
-    template = render(compose_issue(content, week, settings.site_url), content, settings, store.secret())
+    issue = compose_issue(content, week, settings.site_url,
+                          if_empty="pick one of those, or pass --skip-empty to send nothing and exit 0")
+    template = render(issue, content, settings, store.secret())
     envelope_from = settings.sender
     if args.to == "smtp":
         settings.refuse_placeholders()
@@ -219,8 +222,13 @@ def cmd_send(args) -> int:
         folder, secret = args.outbox / week.name / "mail", store.secret()
         factory = lambda: OutboxTransport(folder, secret)  # noqa: E731
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job: finish the message in flight, then stop
-    counts = send(store, template, args.to, factory, send_settings(env, config), envelope_from,
-                  resend_ambiguous=args.resend_ambiguous, ignore_bounces=args.ignore_bounces)
+    try:
+        counts = send(store, template, args.to, factory, send_settings(env, config), envelope_from,
+                      resend_ambiguous=args.resend_ambiguous, ignore_bounces=args.ignore_bounces)
+    except KeyboardInterrupt:  # send() finished and recorded the messages in flight before stopping
+        print("digest send: interrupted; nothing is lost: the ledger records who was sent, and the same "
+              "command, run again, sends to everyone not yet sent and to nobody twice", file=sys.stderr)
+        return 130
     print(" · ".join(f"{state} {n}" for state, n in counts.items() if n) or "no confirmed subscribers")
     if counts["ambiguous"]:
         print(f"{counts['ambiguous']} ambiguous: maybe delivered when a sender stopped; not resent. "
@@ -297,7 +305,7 @@ def cmd_subscribers(args) -> int:
     from .store import keyed_hash, read_csv
 
     env, config = _mail_config(args)
-    store = _store(args, env, config)
+    store = _store(args, env, config, create=args.action in ("add", "import"))
     if args.action == "count":
         for status in ("confirmed", "pending", "unsubscribed"):
             print(f"{status:<13} {store.count(status)}")
@@ -311,15 +319,22 @@ def cmd_subscribers(args) -> int:
         if unknown:
             raise UsageError(f"unknown topic(s): {', '.join(unknown)}; topics are tag ids of content/tags.yml")
         subscriber, created = store.add(args.address, args.topic, status=status)
-        print(f"{'added' if created else 'updated'} subscriber #{subscriber.id} "
-              f"({keyed_hash(store.secret(), subscriber.address)}), {status}")
+        who = f"subscriber #{subscriber.id} ({keyed_hash(store.secret(), subscriber.address)})"
+        if subscriber.status != status:
+            print(f"left {who} unsubscribed: they unsubscribed themselves, and only they can sign up "
+                  "again, through the site's form (which asks them to confirm)", file=sys.stderr)
+            return 1
+        print(f"{'added' if created else 'updated'} {who}, {status}")
         return 0
     rows, problems = read_csv(args.file, known, status)
-    created, updated = store.add_many(rows, source=f"import:{args.file.name}")
+    created, updated, kept = store.add_many(rows, source=f"import:{args.file.name}")
     for line in problems:
         print(line, file=sys.stderr)
     print(f"imported {created + updated} subscriber(s): {created} new, {updated} updated; "
           f"{len(problems)} row(s) refused")
+    if kept:
+        print(f"left {kept} address(es) unsubscribed: they unsubscribed themselves, and only they can sign "
+              "up again, through the site's form", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -341,7 +356,7 @@ def cmd_serve(args) -> int:
         mail.refuse_placeholders()
         smtp = smtp_settings(env, config)
     content, _ = load_content(args.content)
-    run(settings, _store(args, env, config), mail, content.tags, smtp)
+    run(settings, _store(args, env, config, create=True), mail, content.tags, smtp)
     return 0
 
 

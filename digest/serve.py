@@ -36,7 +36,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import AddressInvalid, DigestError, RequestRefused, ServeError, StoreError
 from .files import write_atomic
-from .mail import CRLF, MailSettings, base64_lines, fold_address, header_bytes, setting, subject_line
+from .mail import (
+    CRLF,
+    DEFAULT_SITE_URL,
+    MailSettings,
+    base64_lines,
+    fold_address,
+    header_bytes,
+    setting,
+    subject_line,
+)
+from .mail import _url as checked_url
 from .model import SEOUL
 from .store import (
     PURGE_AFTER_DAYS,
@@ -141,7 +151,7 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
 
     host = host or get("host", d.host)
     port = port or _number(get("port", d.port), "DIGEST_SERVE_PORT", int)
-    base_url = get("base_url") or f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    base_url = _public_url(env, config) or f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     mail = mail or get("mail", d.mail)
     if mail not in ("outbox", "smtp"):
         raise ServeError(f"DIGEST_SERVE_MAIL is '{mail}'; use outbox or smtp")
@@ -155,6 +165,20 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         max_body=_number(get("max_body", d.max_body), "DIGEST_SERVE_MAX_BODY", int),
         allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o),
         forwarded_allow_ips=str(get("forwarded_allow_ips", "")))
+
+
+def _public_url(env: Mapping, config: dict) -> str:
+    """The service's public URL as given (DIGEST_BASE_URL, else the DIGEST_SERVICE_URL that
+    `digest send` puts in emails: one service, one address), checked; '' when neither is set."""
+    for table, key, name in (("serve", "base_url", "DIGEST_BASE_URL"), ("mail", "service_url", "DIGEST_SERVICE_URL")):
+        if value := setting(env, config, table, key):
+            return checked_url(str(value), f"{name} (the service's public URL)")
+    return ""
+
+
+def form_origins(settings: ServeSettings, mail: MailSettings) -> frozenset[str]:
+    """The origins whose pages may post the subscribe form without the service's own cookie."""
+    return frozenset({_origin(mail.site_url), *(o.lower() for o in settings.allowed_origins)})
 
 
 def _origin(url: str) -> str:
@@ -248,25 +272,37 @@ class Mailer:
     pool: ThreadPoolExecutor = dataclasses.field(default_factory=lambda: ThreadPoolExecutor(
         2, thread_name_prefix="confirm-mail"))
 
-    def submit(self, address: str, confirm_url: str, already: bool) -> None:
-        """Send on a mail thread: the HTTP response never waits for (or reveals) a mail being sent."""
-        self.pool.submit(self._send_logged, address, confirm_url, already)
+    def submit(self, address: str, confirm_url: str, already: bool,
+               withdraw: Callable[[], object] = lambda: None) -> None:
+        """Send on a mail thread: the HTTP response never waits for (or reveals) a mail being sent.
+        ``withdraw`` runs when the mail surely did not go out, so the reader's next try sends one."""
+        self.pool.submit(self._send_logged, address, confirm_url, already, withdraw)
 
-    def _send_logged(self, address: str, confirm_url: str, already: bool) -> None:
+    def _send_logged(self, address: str, confirm_url: str, already: bool, withdraw: Callable[[], object]) -> None:
+        who = keyed_hash(self.secret, address)
         try:
-            self.send(address, confirm_url, already)
+            delivered = self.send(address, confirm_url, already)
         except (OSError, DigestError) as exc:
-            log.error("confirmation for %s not sent: %s", keyed_hash(self.secret, address),
-                      type(exc).__name__ if "@" in str(exc) else exc)
+            log.error("confirmation for %s not sent: %s", who, type(exc).__name__ if "@" in str(exc) else exc)
+            delivered = False
+        if delivered:
+            return
+        try:
+            withdraw()
+        except StoreError as exc:  # the reader waits out the window instead
+            log.error("confirmation for %s not withdrawn: %s", who, exc)
+            return
+        log.info("confirmation for %s withdrawn: the next subscribe request sends a new one", who)
 
-    def send(self, address: str, confirm_url: str, already: bool) -> None:
+    def send(self, address: str, confirm_url: str, already: bool) -> bool:
+        """Whether the mail went out (or may have: an ambiguous reply counts, its link stays good)."""
         who = keyed_hash(self.secret, address)
         message = confirmation_message(self.mail, address, confirm_url, already,
                                        int(self.settings.confirm_lifetime // 3600))
         if self.settings.mail == "smtp":
-            self._smtp(address, message, who)
-        else:
-            self._outbox(message, who)
+            return self._smtp(address, message, who)
+        self._outbox(message, who)
+        return True
 
     def _outbox(self, message: bytes, who: str) -> None:
         folder = self.settings.outbox / "confirmations"
@@ -275,7 +311,7 @@ class Mailer:
         write_atomic(path, message, private=True)
         log.info("confirmation for %s written to %s", who, path.name)
 
-    def _smtp(self, address: str, message: bytes, who: str) -> None:
+    def _smtp(self, address: str, message: bytes, who: str) -> bool:
         from .deliver import SmtpTransport
 
         transport = SmtpTransport(self.smtp)
@@ -286,6 +322,7 @@ class Mailer:
             transport.close()
         log.info("confirmation for %s: %s %s", who, outcome.kind, outcome.reply.split("\n")[0][:120]
                  if "@" not in outcome.reply else "")
+        return outcome.kind not in ("lost", "temporary")  # neither left the server's hands
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -522,7 +559,8 @@ async def subscribe(request):
                                                s.confirm_window, s.confirm_lifetime)
     if confirmation is not None:
         token = sign_expiring(service.store_secret, "confirm", confirmation.id, confirmation.expires)
-        service.mailer.submit(subscriber.address, service.url(f"confirm/{token}"), subscriber.status == "confirmed")
+        service.mailer.submit(subscriber.address, service.url(f"confirm/{token}"), subscriber.status == "confirmed",
+                              withdraw=lambda: service.store.withdraw_confirmation(confirmation.id))
     log.info("subscribe request for %s: %s", who, "confirmation queued" if confirmation else
              "no new mail (one was sent within the window)")
     return page(request, "sent.html", window=_duration(s.confirm_window))
@@ -755,7 +793,7 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
                       store_secret=secret, ip_limiter=RateLimiter(*settings.ip_limit),
                       address_limiter=RateLimiter(*settings.address_limit),
                       own_origins=frozenset({_origin(settings.base_url)}),
-                      site_origins=frozenset({_origin(mail.site_url), *(o.lower() for o in settings.allowed_origins)}))
+                      site_origins=form_origins(settings, mail))
     prefix = settings.base_path.rstrip("/")
     routes = [
         Route(prefix + "/", home), Route(prefix + "/subscribe", subscribe_page, methods=["GET"]),
@@ -796,6 +834,9 @@ def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tag
              store.purge_unconfirmed(), PURGE_AFTER_DAYS)
     log.info("%s (store: %s; confirmation mail: %s)", settings.base_url, type(store).__name__,
              settings.mail if settings.mail == "smtp" else settings.outbox / "confirmations")
+    log.info("the subscribe form may be posted from %s (the site, DIGEST_SITE_URL%s; more with "
+             "DIGEST_SERVE_ALLOWED_ORIGINS)", ", ".join(sorted(form_origins(settings, mail))),
+             ", not set: the placeholder" if mail.site_url == DEFAULT_SITE_URL else "")
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, server_header=False,
                 log_level="warning", proxy_headers=bool(settings.forwarded_allow_ips),
                 forwarded_allow_ips=settings.forwarded_allow_ips or None, timeout_keep_alive=5)

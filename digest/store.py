@@ -9,7 +9,9 @@
     sign_expiring / verify_expiring        confirmation links: expire, and the store spends them once
 
 Subscriber states: pending (asked, not confirmed: gets nothing) → confirmed → unsubscribed; a
-subscribe request for an unsubscribed address makes it pending again until confirmed.
+subscribe request for an unsubscribed address makes it pending again until confirmed. Only the
+reader undoes an unsubscribe: ``add`` and ``add_many`` (the operator's commands) leave an
+unsubscribed address as it is, unless they mark it unsubscribed too.
 
 Delivery states, one row per (issue, channel, subscriber):
 
@@ -235,11 +237,13 @@ class SubscriberStore(abc.ABC):
     @abc.abstractmethod
     def add(self, address: str, topics: Iterable[str] = (), status: str = "confirmed",
             source: str = "admin") -> tuple[Subscriber, bool]:
-        """Insert or update one subscriber (address normalized first); (subscriber, created)."""
+        """Insert or update one subscriber (address normalized first); (subscriber as stored, created).
+        An address that unsubscribed is left as it is (the subscriber returned says so)."""
 
     @abc.abstractmethod
-    def add_many(self, rows: Iterable[tuple[str, tuple[str, ...], str]], source: str) -> tuple[int, int]:
-        """(address, topics, status) rows, already normalized, in one transaction: (created, updated)."""
+    def add_many(self, rows: Iterable[tuple[str, tuple[str, ...], str]], source: str) -> tuple[int, int, int]:
+        """(address, topics, status) rows, already normalized, in one transaction: (created, updated,
+        kept): kept are addresses that unsubscribed, left as they are."""
 
     @abc.abstractmethod
     def set_status(self, subscriber_id: int, status: str) -> bool:
@@ -281,6 +285,11 @@ class SubscriberStore(abc.ABC):
                              lifetime: float) -> tuple[Subscriber, Confirmation | None]:
         """Record a subscribe request: a new or unsubscribed address becomes pending (a confirmed one
         stays confirmed). A new confirmation (to email) unless one was made within ``window`` seconds."""
+
+    @abc.abstractmethod
+    def withdraw_confirmation(self, confirmation_id: int) -> bool:
+        """Forget an unused confirmation whose email never went out, so that asking again within
+        the window sends a new one (whether it was withdrawn)."""
 
     @abc.abstractmethod
     def confirm(self, confirmation_id: int) -> tuple[str, Subscriber | None]:
@@ -477,18 +486,15 @@ class SqlStore(SubscriberStore):
     def add(self, address, topics=(), status="confirmed", source="admin"):
         address = normalize_address(address)
         with self._tx() as execute:
-            subscriber_id, created = self._upsert(execute, address, tuple(topics), status, source)
-        return Subscriber(subscriber_id, address, tuple(sorted(set(topics))), status), created
+            subscriber_id, outcome = self._upsert(execute, address, tuple(topics), status, source)
+        return self.get(subscriber_id), outcome == "created"
 
     def add_many(self, rows, source):
-        created = updated = 0
+        outcomes = {"created": 0, "updated": 0, "kept": 0}
         with self._tx() as execute:
             for address, topics, status in rows:
-                if self._upsert(execute, address, topics, status, source)[1]:
-                    created += 1
-                else:
-                    updated += 1
-        return created, updated
+                outcomes[self._upsert(execute, address, topics, status, source)[1]] += 1
+        return outcomes["created"], outcomes["updated"], outcomes["kept"]
 
     @staticmethod
     def _insert(execute, address: str, status: str, source: str) -> int | None:
@@ -505,16 +511,23 @@ class SqlStore(SubscriberStore):
         for tag in sorted(set(topics)):
             execute("INSERT INTO subscriber_topics VALUES (?, ?) ON CONFLICT DO NOTHING", (subscriber_id, tag))
 
-    def _upsert(self, execute, address: str, topics: tuple[str, ...], status: str, source: str) -> tuple[int, bool]:
+    def _upsert(self, execute, address: str, topics: tuple[str, ...], status: str, source: str) -> tuple[int, str]:
+        """(id, "created" | "updated" | "kept"): kept is an address that unsubscribed, left as it is
+        (an operator's list must not sign a reader up again; the reader can, through the form)."""
         if status not in STATUSES:
             raise UsageError(f"unknown subscriber status '{status}'; one of: {', '.join(STATUSES)}")
         subscriber_id = self._insert(execute, address, status, source)
-        created = subscriber_id is not None
-        if not created:  # the row lock of this UPDATE orders concurrent changes of one subscriber
-            subscriber_id = execute("UPDATE subscribers SET status=?, changed=? WHERE address_key=? RETURNING id",
-                                    (status, _now(), address.lower())).fetchone()[0]
-        self._replace_topics(execute, subscriber_id, topics)
-        return subscriber_id, created
+        if subscriber_id is not None:
+            self._replace_topics(execute, subscriber_id, topics)
+            return subscriber_id, "created"
+        # the row lock of this UPDATE orders concurrent changes of one subscriber
+        row = execute("UPDATE subscribers SET status=?, changed=? WHERE address_key=? "
+                      "AND (status <> 'unsubscribed' OR ? = 'unsubscribed') RETURNING id",
+                      (status, _now(), address.lower(), status)).fetchone()
+        if row is None:
+            return execute("SELECT id FROM subscribers WHERE address_key=?", (address.lower(),)).fetchone()[0], "kept"
+        self._replace_topics(execute, row[0], topics)
+        return row[0], "updated"
 
     def set_status(self, subscriber_id, status):
         if status not in STATUSES:
@@ -602,6 +615,10 @@ class SqlStore(SubscriberStore):
                               (subscriber_id, _topics_text(topics), now, expires)).fetchone()
                 confirmation = Confirmation(row[0], subscriber_id, expires)
         return self.get(subscriber_id), confirmation
+
+    def withdraw_confirmation(self, confirmation_id):
+        return self._execute("DELETE FROM confirmations WHERE id=? AND used_at IS NULL",
+                             (confirmation_id,)).rowcount == 1
 
     def confirmation_status(self, confirmation_id):
         row = self._one("SELECT subscriber_id, used_at, expires_at FROM confirmations WHERE id=?", (confirmation_id,))
@@ -880,15 +897,28 @@ def _redact_dsn(dsn: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", dsn))
 
 
-def open_store(location: str | Path | None = None, durable: bool = False) -> SubscriberStore:
+# libpq's "key=value ..." connection strings (host=db port=5432 dbname=digest): PostgreSQL too
+_LIBPQ_KEYWORDS = re.compile(r"\s*(host|hostaddr|port|dbname|user|password|service|sslmode|connect_timeout)\s*=")
+
+
+def open_store(location: str | Path | None = None, durable: bool = False, create: bool = True) -> SubscriberStore:
     """The store at ``location`` (default: $DIGEST_STORE, else var/subscribers.sqlite3): a file path,
-    sqlite:///path, or a PostgreSQL DSN (postgresql://user@host:port/db)."""
+    sqlite:///path, or a PostgreSQL DSN (postgresql://user@host:port/db, or libpq's key=value form).
+    ``create=False`` (sending, listing): a SQLite file that does not exist is an error, not an empty
+    store, so a mistyped location cannot read as "no subscribers"."""
     location = str(location or os.environ.get("DIGEST_STORE") or DEFAULT_LOCATION)
-    if location.startswith(("postgresql://", "postgres://")):
+    if location.startswith(("postgresql://", "postgres://")) or _LIBPQ_KEYWORDS.match(location):
         return PostgresStore(location)
     if location.startswith("sqlite:///"):
         location = location[len("sqlite:///"):]
     elif "://" in location:
         raise UsageError(f"unknown store location '{location.split('://')[0]}://...'; give a file path, "
                          "sqlite:///path or postgresql://...")
-    return SqliteStore(location, durable=durable)
+    path = Path(location)
+    if path.is_dir():
+        raise UsageError(f"the subscriber store {path} is a folder; give the store's file, "
+                         f"such as {path / Path(DEFAULT_LOCATION).name}")
+    if not create and not path.exists():
+        raise StoreError(f"no subscriber store at {path}: check DIGEST_STORE (or --store, or the config's "
+                         "store); `digest serve` and `digest subscribers add|import` create a new one")
+    return SqliteStore(path, durable=durable)

@@ -184,6 +184,19 @@ def test_send_without_a_week_reports_on_last_week_not_the_one_just_begun(store, 
     assert capsys.readouterr().out.startswith(f"{finished_week().name} → outbox:")
 
 
+def test_a_mistyped_store_location_is_an_error_and_creates_nothing(content, tmp_path, monkeypatch, capsys):
+    typo = tmp_path / "vra" / "subscribers.sqlite3"
+    monkeypatch.setenv("DIGEST_STORE", str(typo))
+    assert cli.main(["send", "--week", WEEK, "--content", str(content.root)]) == 2
+    err = capsys.readouterr().err
+    assert f"no subscriber store at {typo}" in err and "DIGEST_STORE" in err and "Traceback" not in err
+    assert cli.main(["subscribers", "count", "--content", str(content.root)]) == 2
+    assert not typo.parent.exists()  # nothing created: the next try is not an empty store either
+    monkeypatch.setenv("DIGEST_STORE", str(tmp_path))
+    assert cli.main(["send", "--week", WEEK, "--content", str(content.root)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_smtp_refuses_the_placeholder_sender_and_unsubscribe_service(store, content, monkeypatch, capsys):
     monkeypatch.setenv("DIGEST_STORE", str(store.path))
     monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")

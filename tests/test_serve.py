@@ -19,7 +19,7 @@ import test_serve_support
 from test_mail_support import write_content
 from test_serve_support import SITE_ORIGIN, confirm_link, csrf_of, mails_to, settled, start_server
 
-from digest.store import open_store, sign_expiring, sign_token
+from digest.store import keyed_hash, open_store, sign_expiring, sign_token
 
 recording_smtp = test_serve_support.recording_smtp
 _addresses = itertools.count(1)
@@ -178,6 +178,23 @@ def test_repeated_requests_send_one_confirmation_per_window_then_are_limited(ser
     mails_to(recorder, address)
     time.sleep(0.3)
     assert len(recorder.to(address)) == 1 and store.count() >= 1
+
+
+def test_a_confirmation_the_mail_server_did_not_take_can_be_asked_for_again_at_once(served):
+    server, store, recorder = served
+    address = fresh()
+    withdrawn = f"confirmation for {keyed_hash(store.secret(), address)} withdrawn"
+    recorder.rules[address] = ["drop", "451"]  # the connection drops, then a temporary refusal
+    with server.client() as client:
+        for attempt in (1, 2):
+            assert subscribe(client, address).status_code == 200
+            deadline = time.monotonic() + 10
+            while server.log_text().count(withdrawn) < attempt and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.log_text().count(withdrawn) == attempt
+        assert recorder.to(address) == [] and store.find(address).status == "pending"
+        subscribe(client, address)  # well within the window: the mails that never went out do not count
+    assert len(mails_to(recorder, address)) == 1
 
 
 def test_responses_do_not_tell_new_pending_and_subscribed_addresses_apart(served):
@@ -364,3 +381,20 @@ def test_logs_carry_keyed_hashes_never_addresses(served):
     from digest.store import keyed_hash
 
     assert keyed_hash(store.secret(), address) in log
+
+
+def test_the_service_says_at_start_which_site_may_post_its_form(served):
+    server, _, _ = served
+    assert f"the subscribe form may be posted from {SITE_ORIGIN} (the site, DIGEST_SITE_URL;" in server.log_text()
+
+
+def test_the_public_url_falls_back_to_the_one_emails_carry_and_must_be_a_web_address():
+    from digest.errors import MailSettingsError
+    from digest.serve import serve_settings
+
+    env = {"DIGEST_SECRET": "k" * 64, "DIGEST_SERVICE_URL": "https://subscribe.example.org"}
+    assert serve_settings(env, {}, host="0.0.0.0").base_url == "https://subscribe.example.org/"
+    env["DIGEST_BASE_URL"] = "https://digest.example.org/s/"  # the service's own setting wins
+    assert serve_settings(env, {}).base_url == "https://digest.example.org/s/"
+    with pytest.raises(MailSettingsError, match=r"DIGEST_BASE_URL .*'subscribe.example.org' uses 'no' scheme"):
+        serve_settings({**env, "DIGEST_BASE_URL": "subscribe.example.org"}, {})

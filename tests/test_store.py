@@ -38,6 +38,15 @@ def test_open_store_picks_the_backend_from_the_location(store, store_location):
         open_store("mysql://x/y")
 
 
+def test_a_libpq_key_value_connection_string_opens_postgresql(postgres_dsn):
+    # postgresql://postgres@127.0.0.1:PORT/NAME written as libpq's key=value pairs
+    host_port, name = postgres_dsn.split("@", 1)[1].split("/")
+    host, port = host_port.split(":")
+    opened = open_store(f"host={host} port={port} dbname={name} user=postgres")
+    assert isinstance(opened, PostgresStore) and opened.count() == 0
+    opened.close()
+
+
 def test_subscribers_are_added_found_listed_and_removed(store):
     one, created = store.add("One@Example.org", ("backprop", "tools"))
     two, _ = store.add("two@한국.kr", status="pending")

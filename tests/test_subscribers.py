@@ -86,3 +86,24 @@ def test_the_subscribers_help_lists_the_actions(capsys):
     out = capsys.readouterr().out
     for action in ("count", "list", "add", "remove", "export", "import", "purge"):
         assert action in out
+
+
+def test_add_and_import_leave_a_reader_who_unsubscribed_unsubscribed(run, store_location, tmp_path):
+    run("add", "gone@example.org", "--topic", "backprop")
+    run("add", "kept@example.org")
+    store = open_store(store_location)
+    gone = store.find("gone@example.org")
+    store.unsubscribe(gone.id)  # the reader's own one-click unsubscribe
+    code, out, err = run("add", "gone@example.org")
+    assert code == 1 and "left subscriber #1" in err and "unsubscribed themselves" in err and "@" not in err
+    listing = tmp_path / "old-list.csv"
+    listing.write_text("email\ngone@example.org\nkept@example.org\nnew@example.org\n", encoding="utf-8")
+    code, out, err = run("import", str(listing))
+    assert code == 0 and "1 new, 1 updated" in out and "left 1 address(es) unsubscribed" in err
+    gone = store.find("gone@example.org")
+    assert (gone.status, gone.topics) == ("unsubscribed", ("backprop",))
+    assert store.find("new@example.org").status == "confirmed"
+    # a list that marks the reader unsubscribed still applies (export → import keeps statuses)
+    listing.write_text("email,status\nkept@example.org,unsubscribed\n", encoding="utf-8")
+    assert run("import", str(listing))[0] == 0 and store.find("kept@example.org").status == "unsubscribed"
+    store.close()
