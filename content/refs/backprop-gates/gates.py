@@ -57,8 +57,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
 import numpy as np  # noqa: E402
+
+from digest.refstyle import use_korean_font  # noqa: E402 - figure labels in Korean
 
 
 @dataclass
@@ -482,24 +483,6 @@ def svm_loss() -> dict:
 # ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
-
-
-KOREAN_FONT = "Noto Sans CJK KR"  # the figures' labels are Korean, like the site that shows them
-
-
-def use_korean_font() -> None:
-    """Draw figure text in Noto Sans CJK KR (Debian's fonts-noto-cjk, which `make system-deps`
-    installs). matplotlib's font cache may predate the font, so its files are registered from
-    the system's font folders."""
-    for path in font_manager.findSystemFonts():
-        if Path(path).name.startswith("NotoSansCJK"):
-            font_manager.fontManager.addfont(path)
-    try:
-        font_manager.findfont(KOREAN_FONT, fallback_to_default=False)
-    except ValueError:
-        raise SystemExit(f"the figures' Korean labels need the font {KOREAN_FONT}: install Debian's "
-                         "fonts-noto-cjk (`make system-deps`) and run again") from None
-    plt.rcParams["font.family"] = KOREAN_FONT
 
 
 def save(fig, out: Path, stem: str) -> None:

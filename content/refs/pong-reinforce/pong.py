@@ -83,6 +83,8 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
+from digest.refstyle import use_korean_font  # figure labels in Korean
+
 gym.register_envs(ale_py)
 
 
@@ -884,27 +886,6 @@ def self_checks(args: Args) -> dict:
 
 
 # ---------------------------------------------------------------- figures
-KOREAN_FONT = "Noto Sans CJK KR"  # the figures' labels are Korean, like the site that shows them
-
-
-def use_korean_font() -> None:
-    """Draw figure text in Noto Sans CJK KR (Debian's fonts-noto-cjk, which `make system-deps`
-    installs).  matplotlib's font cache may predate the font, so its files are registered from
-    the system's font folders.  Called before any training, so a missing font costs no run."""
-    from matplotlib import font_manager
-    import matplotlib.pyplot as plt
-
-    for path in font_manager.findSystemFonts():
-        if Path(path).name.startswith("NotoSansCJK"):
-            font_manager.fontManager.addfont(path)
-    try:
-        font_manager.findfont(KOREAN_FONT, fallback_to_default=False)
-    except ValueError:
-        raise SystemExit(f"the figures' Korean labels need the font {KOREAN_FONT}: install Debian's "
-                         "fonts-noto-cjk (`make system-deps`) and run again") from None
-    plt.rcParams["font.family"] = KOREAN_FONT
-
-
 def save_figure(fig, out: Path, stem: str, dpi: int = 120) -> None:
     for ext in ("png", "svg"):
         fig.savefig(out / f"{stem}.{ext}", dpi=dpi, bbox_inches="tight")
