@@ -154,14 +154,21 @@ def _issue_note(note: Note, content: Content, site_url: str) -> IssueNote:
                      tag_ids=note.tags, tags=tuple(header_text(content.tags[t].name) for t in note.tags))
 
 
-def compose(content: Content, week: IsoWeek, site_url: str, allow_empty: bool = False) -> Issue:
-    """The issue of ``week``: its published notes, oldest first, and the editor's intro if any."""
+ALLOW_EMPTY = "pass --allow-empty to compose an issue anyway"
+
+
+def compose(content: Content, week: IsoWeek, site_url: str, allow_empty: bool = False,
+            if_empty: str = ALLOW_EMPTY) -> Issue:
+    """The issue of ``week``: its published notes, oldest first, and the editor's intro if any.
+
+    ``if_empty`` ends the error for a week without notes: the way out the calling command offers.
+    """
     notes = [n for n in content.published if IsoWeek.of(n.date) == week]
     if not notes and not allow_empty:
         weeks = weeks_with_notes(content)
         shown = ", ".join(w.name for w in weeks[:8]) + (" ..." if len(weeks) > 8 else "")
         raise UsageError(f"no notes are dated in {week.name} ({week.label}); weeks with notes: {shown or 'none'}; "
-                         "pass --allow-empty to compose an issue anyway")
+                         f"{if_empty}")
     return _issue(content, week, notes, site_url)
 
 

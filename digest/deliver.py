@@ -90,8 +90,12 @@ def smtp_settings(env: dict, config: dict) -> SmtpSettings:
             password = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise MailSettingsError(f"cannot read the SMTP password file {file}: {exc.strerror}") from None
-    return SmtpSettings(host=host, port=port, security=security,
-                        username=setting(env, config, "smtp", "username", ""), password=password,
+    username = setting(env, config, "smtp", "username", "")
+    if password and not username:  # we log in only with a username: the password would be ignored
+        what = "DIGEST_SMTP_PASSWORD" if env.get("DIGEST_SMTP_PASSWORD") else "the SMTP password file"
+        raise MailSettingsError(f"{what} is set but DIGEST_SMTP_USERNAME is not, so we would never log in; "
+                                "set DIGEST_SMTP_USERNAME (or [smtp] username in the config file)")
+    return SmtpSettings(host=host, port=port, security=security, username=username, password=password,
                         timeout=_number(setting(env, config, "smtp", "timeout", 30), "DIGEST_SMTP_TIMEOUT"),
                         envelope_from=setting(env, config, "smtp", "envelope_from", ""))
 
@@ -137,6 +141,32 @@ def classify(code: int, message: bytes | str) -> Outcome:
     return Outcome(kind, _reply(code, message))
 
 
+# OpenSSL's reasons when the peer answers a TLS handshake in plain text (an SMTP banner, say)
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST",
+                      "PACKET_LENGTH_TOO_LONG"})
+_RELAY_DENIED = re.compile(r"\brelay(ing)?\b.*\b(denied|not permitted|not allowed)|unable to relay", re.IGNORECASE)
+
+
+def sender_problem(command: str, code: int, reply: str) -> str:
+    """What the operator must fix when ``reply`` refuses us rather than the recipient, else ''.
+
+    Such a refusal would come back for every recipient: failing them would mark the whole list
+    permanently failed (and `send` never sends to 'failed' again) for a setting of ours.
+    """
+    if code < 500:
+        return ""  # temporary: the recipient is retried and stays pending
+    if code == 530 and "TLS" in reply.upper():
+        return "it wants TLS first: set DIGEST_SMTP_SECURITY=starttls (or tls, on its implicit-TLS port)"
+    if code == 530:
+        return "it wants us to log in first: set DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD"
+    if command == "mail":
+        return ("check the envelope sender (DIGEST_SMTP_ENVELOPE_FROM, else DIGEST_FROM's address) and that "
+                "DIGEST_SMTP_USERNAME may send from it")
+    if command == "rcpt" and _RELAY_DENIED.search(reply):
+        return "it does not relay for us: set DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD, or use your relay"
+    return ""
+
+
 def dot_stuffed(message: bytes) -> bytes:
     """RFC 5321 4.5.2: a line starting with '.' gets another; our base64 bodies have none."""
     if message.startswith(b".") or b"\n." in message:
@@ -160,6 +190,12 @@ class SmtpTransport:
             try:
                 self.smtp = self._connect()
             except OSError as exc:
+                if isinstance(exc, ssl.SSLError) and exc.reason in _NOT_TLS:  # waiting will not fix it
+                    s = self.settings
+                    raise MailSettingsError(
+                        f"the SMTP server at {s.host}:{s.port} does not start TLS on connect, as "
+                        "DIGEST_SMTP_SECURITY=tls expects: set DIGEST_SMTP_SECURITY=starttls for this port "
+                        "(usually 587), or DIGEST_SMTP_PORT to its implicit-TLS port (usually 465)") from None
                 self.connect_failures += 1
                 if self.connect_failures >= self.MAX_CONNECT_FAILURES:
                     raise DeliveryError(f"cannot reach the SMTP server at {self.settings.host}:{self.settings.port} "
@@ -179,6 +215,11 @@ class SmtpTransport:
         try:
             smtp.ehlo()
             if s.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise MailSettingsError(
+                        f"the SMTP server at {s.host}:{s.port} offers no STARTTLS, so mail would cross the "
+                        "network unencrypted: use its implicit-TLS port (DIGEST_SMTP_SECURITY=tls, usually "
+                        "DIGEST_SMTP_PORT=465); DIGEST_SMTP_SECURITY=none only for a relay on this machine")
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if s.username:
@@ -186,9 +227,9 @@ class SmtpTransport:
             # The final '.' goes out in its own small write after the ledger commit: without this,
             # Nagle's algorithm holds it until the server's delayed ACK (~40 ms a message).
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError) as exc:
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError) as exc:  # login only, now
             smtp.close()
-            raise DeliveryError(f"the SMTP server at {s.host}:{s.port} refused us: {redact(str(exc))}; "
+            raise DeliveryError(f"the SMTP server at {s.host}:{s.port} refused our login: {redact(str(exc))}; "
                                 "check DIGEST_SMTP_USERNAME, DIGEST_SMTP_PASSWORD and DIGEST_SMTP_SECURITY") from None
         except BaseException:
             smtp.close()
@@ -218,10 +259,10 @@ class SmtpTransport:
             for command, argument, accepted in (("mail", sender, (250,)), ("rcpt", recipient.address, (250, 251))):
                 code, text = getattr(smtp, command)(argument)
                 if code not in accepted:
-                    return self._refused(code, text)
+                    return self._refused(code, text, command)
             code, text = smtp.docmd("DATA")
             if code != 354:
-                return self._refused(code, text)
+                return self._refused(code, text, "data")
             smtp.send(dot_stuffed(message if message.endswith(b"\r\n") else message + b"\r\n"))
             if not commit():
                 self.drop()  # withdraws the message: the server never sees its end
@@ -237,7 +278,14 @@ class SmtpTransport:
             return Outcome("sent", _reply(code, text))
         return self._refused(code, text)
 
-    def _refused(self, code: int, text: bytes) -> Outcome:
+    def _refused(self, code: int, text: bytes, command: str = "") -> Outcome:
+        """The recipient's outcome; DeliveryError when the refusal is of us (nobody is marked failed)."""
+        if problem := sender_problem(command, code, _reply(code, text)):
+            self.drop()
+            s = self.settings
+            raise DeliveryError(f"the SMTP server at {s.host}:{s.port} refuses mail from us "
+                                f"({redact(_reply(code, text))}): {problem}. Nobody was marked failed: "
+                                "the same command then sends to everyone not yet sent")
         if code == 421 or code < 0:
             self.drop()
         else:

@@ -208,17 +208,19 @@ class MailSettings:
         return self.list_id or f"weekly.{self.domain}"
 
     def refuse_placeholders(self) -> None:
-        """Real mail needs a real sender and a working unsubscribe link."""
-        for what, value in (("DIGEST_FROM", self.sender), ("DIGEST_SERVICE_URL", self.service_url)):
-            if PLACEHOLDER_DOMAIN in value:
+        """Real mail needs a real sender, a working unsubscribe link and links to the real site.
+
+        Previews (the outbox) keep the placeholders: nobody real reads them.
+        """
+        for what, value in (("DIGEST_FROM", self.sender), ("DIGEST_SERVICE_URL", self.service_url),
+                            ("DIGEST_SITE_URL", self.site_url)):
+            if PLACEHOLDER_DOMAIN in value or value == DEFAULT_SITE_URL:
                 raise MailSettingsError(f"{what} is the embedded placeholder ({value}); set it before sending "
                                         "real mail (environment or config file)")
 
 
 def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSettings:
     """Settings from the environment, then the config file, then the embedded defaults."""
-    from .store import normalize_address
-
     env = os.environ if env is None else env
     config = config or {}
     defaults = MailSettings()
@@ -227,7 +229,7 @@ def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSe
         name, address = email.utils.parseaddr(raw)
         if not address or any(c in raw for c in "\r\n"):
             raise MailSettingsError("DIGEST_FROM must look like 'Name <address>' on one line")
-        sender = normalize_address(address)
+        sender = _address(address, "DIGEST_FROM", "'ML 읽기 노트 <digest@example.org>'")
         name = header_text(name)
     fold_address("From", name, sender)  # refuses a display name that would not survive
     signer = None
@@ -239,8 +241,20 @@ def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSe
         sender_name=name, sender=sender,
         site_url=_url(setting(env, config, "mail", "site_url") or site_url_default(), "site URL"),
         service_url=_url(setting(env, config, "mail", "service_url", defaults.service_url), "service URL"),
-        unsubscribe_mailbox=normalize_address(m) if (m := setting(env, config, "mail", "unsubscribe_mailto")) else "",
+        unsubscribe_mailbox=_address(m, "DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org") if (
+            m := setting(env, config, "mail", "unsubscribe_mailto")) else "",
         list_id=_list_id(setting(env, config, "mail", "list_id", "")), signer=signer)
+
+
+def _address(value: str, what: str, example: str) -> str:
+    """``value`` normalized as the store does; a bad one names its setting (the store's message cannot)."""
+    from .store import normalize_address
+
+    try:
+        return normalize_address(value)
+    except AddressInvalid as exc:
+        raise MailSettingsError(f"{what} is not a usable address: {str(exc).rstrip('.')}; write it like "
+                                f"{example} (environment or config file)") from None
 
 
 def _list_id(value: str) -> str:

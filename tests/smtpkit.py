@@ -15,10 +15,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_smtp(handler):
-    """Serve ``handler`` (an aiosmtpd handler that records or misbehaves) on a free loopback port."""
+def running_smtp(handler, **server_options):
+    """Serve ``handler`` (an aiosmtpd handler that records or misbehaves) on a free loopback port;
+    ``server_options`` go to aiosmtpd's SMTP (auth_required=..., authenticator=...)."""
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10, **server_options)
     controller.loop.set_exception_handler(lambda loop, context: None)  # dropped clients are part of the tests
     controller.start()
     try:

@@ -117,7 +117,7 @@ def test_sigkill_at_random_points_never_sends_twice_or_skips(tmp_path, slow_serv
     assert mid_send >= MIN_KILLS // 2  # most kills landed while messages were going out
 
 
-def test_sigterm_finishes_the_message_in_flight_and_stops_cleanly(tmp_path, slow_server):
+def test_sigterm_finishes_the_message_in_flight_stops_cleanly_and_says_the_rerun_continues(tmp_path, slow_server):
     recorder, port = slow_server
     content = write_content(tmp_path, intro=INTRO)
     store_path = tmp_path / "subscribers.sqlite3"
@@ -133,6 +133,8 @@ def test_sigterm_finishes_the_message_in_flight_and_stops_cleanly(tmp_path, slow
     sender.send_signal(signal.SIGTERM)
     _, err = sender.communicate(timeout=60)
     assert sender.returncode == 130, err.decode()
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("digest send: interrupted; nothing is lost") and "same command" in last, last
     counts = store.counts(WEEK, "smtp")
     assert counts["sending"] == counts["ambiguous"] == 0 and 3 <= counts["sent"] < READERS
     assert counts["sent"] == len(recorder.messages)  # what the ledger says is exactly what arrived
