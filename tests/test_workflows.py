@@ -126,3 +126,42 @@ def test_issue_forms_are_well_formed(name):
         if item["type"] in ("dropdown", "checkboxes"):
             assert item["attributes"]["options"]
     assert any(item.get("validations", {}).get("required") for item in form["body"])
+
+
+def site_steps() -> list[tuple[str, dict]]:
+    """The `where the site is published` step (id: site) of every workflow that has one."""
+    found = []
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job in load(path.name)["jobs"].values():
+            found += [(path.name, step) for step in job.get("steps", []) if step.get("id") == "site"]
+    return found
+
+
+@pytest.mark.parametrize("name, step", site_steps())
+def test_the_site_address_step_fails_when_the_script_fails(name, step, tmp_path):
+    """GitHub runs `run:` with `bash -e`; the address script fails here on the unset GITHUB_REPOSITORY."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DIGEST_SITE_URL", "GITHUB_REPOSITORY")}
+    output = tmp_path / "output"
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**env, "GITHUB_OUTPUT": str(output)})
+    assert done.returncode != 0, f"{name}: the step passed with {output.read_text()!r}"
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**env, "GITHUB_OUTPUT": str(output), "DIGEST_SITE_URL": "https://notes.example.org"})
+    assert done.returncode == 0 and output.read_text().endswith("url=https://notes.example.org/\n"), done.stderr
+
+
+def test_smtp_server_settings_may_be_repository_variables_but_the_password_only_a_secret():
+    env = load("weekly.yml")["jobs"]["send"]["env"]
+    for name in ("DIGEST_SMTP_HOST", "DIGEST_SMTP_PORT", "DIGEST_SMTP_USERNAME"):
+        assert env[name] == f"${{{{ secrets.{name} || vars.{name} }}}}", name
+    assert env["DIGEST_SMTP_PASSWORD"] == "${{ secrets.DIGEST_SMTP_PASSWORD }}"
+
+
+def test_no_pages_run_can_cancel_the_weekly_publish_waiting_for_it():
+    """GitHub cancels a pending job of a concurrency group when a newer one queues, even with
+    cancel-in-progress false, unless the group queues (`queue: max`): a push's pages run would
+    cancel the weekly publish, and with it the send that needs it."""
+    groups = [load(name)["concurrency"] for name in ("pages.yml", "weekly.yml")]
+    groups.append(load("weekly.yml")["jobs"]["publish"]["concurrency"])
+    assert [g["group"] for g in groups] == ["pages", "weekly-digest", "pages"]
+    assert all(g.get("queue") == "max" and g["cancel-in-progress"] is False for g in groups), groups
