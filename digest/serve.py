@@ -163,8 +163,15 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         ip_limit=_limit(get("ip_limit", d.ip_limit), "DIGEST_SERVE_IP_LIMIT"),
         address_limit=_limit(get("address_limit", d.address_limit), "DIGEST_SERVE_ADDRESS_LIMIT"),
         max_body=_number(get("max_body", d.max_body), "DIGEST_SERVE_MAX_BODY", int),
-        allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o),
+        allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o)
+        or (LOCAL_PREVIEW_ORIGINS if host in LOOPBACK_HOSTS else ()),
         forwarded_allow_ips=str(get("forwarded_allow_ips", "")))
+
+
+# A service on this machine also takes the form from a local `mkdocs serve` preview (its default
+# address), whose pages post to it when DIGEST_SERVICE_URL is unset: trying the form needs no setting.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_PREVIEW_ORIGINS = ("http://127.0.0.1:8000", "http://localhost:8000")
 
 
 def _public_url(env: Mapping, config: dict) -> str:

@@ -385,7 +385,8 @@ def test_logs_carry_keyed_hashes_never_addresses(served):
 
 def test_the_service_says_at_start_which_site_may_post_its_form(served):
     server, _, _ = served
-    assert f"the subscribe form may be posted from {SITE_ORIGIN} (the site, DIGEST_SITE_URL;" in server.log_text()
+    line = next(x for x in server.log_text().splitlines() if "the subscribe form may be posted from" in x)
+    assert SITE_ORIGIN in line and "http://127.0.0.1:8000" in line and "(the site, DIGEST_SITE_URL;" in line
 
 
 def test_the_public_url_falls_back_to_the_one_emails_carry_and_must_be_a_web_address():
@@ -398,3 +399,15 @@ def test_the_public_url_falls_back_to_the_one_emails_carry_and_must_be_a_web_add
     assert serve_settings(env, {}).base_url == "https://digest.example.org/s/"
     with pytest.raises(MailSettingsError, match=r"DIGEST_BASE_URL .*'subscribe.example.org' uses 'no' scheme"):
         serve_settings({**env, "DIGEST_BASE_URL": "subscribe.example.org"}, {})
+
+
+def test_a_service_on_loopback_takes_the_form_of_a_local_mkdocs_serve_preview(served):
+    server, _, recorder = served
+    address = fresh()
+    with server.client(headers={"Origin": "http://127.0.0.1:8000"}) as client:  # no cookie, no CSRF field
+        assert client.post("subscribe", data={"email": address}).status_code == 200
+    assert len(mails_to(recorder, address)) == 1
+    from digest.serve import serve_settings
+
+    public = serve_settings({"DIGEST_SECRET": "k" * 64}, {}, host="0.0.0.0")
+    assert public.allowed_origins == ()  # a service others reach takes the form from its site only
