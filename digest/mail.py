@@ -179,7 +179,9 @@ def site_url_default(mkdocs_yml: Path = Path("mkdocs.yml")) -> str:
     return found[1] if found else DEFAULT_SITE_URL
 
 
-def _url(value: str, what: str) -> str:
+def checked_url(value: str, what: str) -> str:
+    """``value`` as a base URL ending in '/'; MailSettingsError naming the setting ``what`` if it is no
+    http(s) address."""
     from .validate import url_problem
 
     if problem := url_problem(value):
@@ -239,8 +241,8 @@ def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSe
                             domain=setting(env, config, "dkim", "domain", sender.rpartition("@")[2]))
     return MailSettings(
         sender_name=name, sender=sender,
-        site_url=_url(setting(env, config, "mail", "site_url") or site_url_default(), "site URL"),
-        service_url=_url(setting(env, config, "mail", "service_url", defaults.service_url), "service URL"),
+        site_url=checked_url(setting(env, config, "mail", "site_url") or site_url_default(), "site URL"),
+        service_url=checked_url(setting(env, config, "mail", "service_url", defaults.service_url), "service URL"),
         unsubscribe_mailbox=_address(m, "DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org") if (
             m := setting(env, config, "mail", "unsubscribe_mailto")) else "",
         list_id=_list_id(setting(env, config, "mail", "list_id", "")), signer=signer)

@@ -49,12 +49,12 @@ from .mail import (
     DEFAULT_SITE_URL,
     MailSettings,
     base64_lines,
+    checked_url,
     fold_address,
     header_bytes,
     setting,
     subject_line,
 )
-from .mail import _url as checked_url
 from .model import SEOUL
 from .store import (
     PURGE_AFTER_DAYS,
