@@ -89,6 +89,18 @@ def test_sparse_difference_frames_equal_dense(recorded):
             prev_fast, prev_dense = cur, karpathy_prepro(frame)
 
 
+def test_an_episodes_first_input_is_zeros_as_in_the_original():
+    # pg-pong.py: x = cur_x - prev_x if prev_x is not None else np.zeros(D); prev_x = None at a reset
+    group = pong.EnvGroup([5], max_steps=3)  # every third step ends the episode
+    assert pong.unpack(group.first)[2].tolist() == [0]  # the reset frame: no changed pixel
+    steps = []
+    for _ in range(9):
+        _, dones, counts, _, _ = pong.unpack(group.step(np.array([pong.UP], np.uint8)))
+        steps.append((bool(dones[0]), int(counts[0])))
+    assert [c for done, c in steps if done] == [0, 0, 0]  # each next episode's first frame: zeros
+    assert any(c > 0 for done, c in steps if not done)  # within an episode, frames do differ
+
+
 # ---------------------------------------------------------------- returns
 @pytest.mark.parametrize("rewards, gamma, expected", [
     # worked out by hand: the sum restarts at every point
@@ -321,6 +333,8 @@ def test_checkpoint_refuses_a_different_model(tmp_path):
     L, _ = pong.train(small_args(max_episodes=10), tmp_path)
     with pytest.raises(SystemExit):
         pong.train(small_args(max_episodes=10, hidden=50), tmp_path, resume=True)
+    with pytest.raises(SystemExit, match="checkpoint has gamma=0.99, run asks 0.9"):
+        pong.train(small_args(max_episodes=10, gamma=0.9), tmp_path, resume=True)
     with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:
         assert "rng_state" in z.files and z["W1T"].shape == (6400, 200)
     assert L.episodes >= 10 and L.updates == 1

@@ -1,12 +1,13 @@
 """Pong from pixels: Karpathy's policy gradient (2016-05-31), reproduced faithfully but faster.
 
-The algorithm is the one of "Deep Reinforcement Learning: Pong from Pixels"; every default
-below is the original's:
+The algorithm is the one of "Deep Reinforcement Learning: Pong from Pixels"; every default of
+the algorithm below is the original's (the speed options after it are this file's):
 
 * Preprocessing: crop rows 35:195 of the RGB frame, keep every 2nd row and column of
   channel 0, erase the background values 144 and 109, set every other non-zero to 1:
   80x80 = 6400 binary pixels.  The policy sees the difference of the current and the
-  previous preprocessed frame (previous = zeros at the start of an episode).
+  previous preprocessed frame; on the first step of an episode there is no previous frame
+  and it sees zeros (so h = 0 and p = 0.5).
 * Policy: two layers, no biases.  W1 (200x6400) ~ randn/sqrt(6400), W2 (200) ~ randn/sqrt(200);
   h = relu(W1 x), p(UP) = sigmoid(W2 . h).  Action UP (2) when uniform < p, else DOWN (3).
 * Learning: REINFORCE.  d log p / d logit = y - p (y = 1 for UP).  Returns are discounted
@@ -165,7 +166,8 @@ def make_env() -> gym.Env:
     return gym.make(ENV_ID, **ENV_KWARGS)
 
 
-# 256-entry table: is this channel-0 value a foreground pixel?  (144, 109 = backgrounds)
+# 256-entry table: is this channel-0 value a foreground pixel?  (0 is black; 144 and 109 are
+# the two background colours the original erases)
 FOREGROUND = np.ones(256, dtype=bool)
 FOREGROUND[[0, 109, 144]] = False
 
@@ -187,7 +189,7 @@ def preprocess_original(frame: np.ndarray) -> np.ndarray:
 
 def frame_change(cur: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Non-zero entries of cur - prev (booleans) as pixel indices and signs +-1."""
-    diff = cur.view(np.int8) - prev.view(np.int8)
+    diff = cur.view(np.int8) - prev.view(np.int8)  # numpy stores a bool as one byte, 0 or 1
     idx = np.flatnonzero(diff)
     return idx.astype(np.int16), diff[idx]
 
@@ -389,7 +391,9 @@ class Learner:
         self = cls(args)
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            for key in ("hidden", "dtype", "advantage_norm", "batch_episodes"):
+            # the algorithm's settings must match; speed options (num_envs, workers) may change
+            for key in ("hidden", "dtype", "advantage_norm", "batch_episodes", "learning_rate", "gamma",
+                        "decay_rate", "rms_eps"):
                 if meta["args"][key] != getattr(args, key):
                     raise SystemExit(f"checkpoint has {key}={meta['args'][key]!r}, run asks {getattr(args, key)!r}")
             for k in self.ARRAYS:
@@ -423,6 +427,7 @@ class EnvGroup:
         self.envs = [make_env() for _ in seeds]
         self.max_steps = max_steps
         self.prev = np.zeros((len(seeds), D), bool)  # previous preprocessed frame of each env
+        self.fresh = np.ones(len(seeds), bool)  # whose next frame is an episode's first
         self.steps = [0] * len(seeds)
         frames = [env.reset(seed=s)[0] for env, s in zip(self.envs, seeds)]
         self.first = self._message([0] * len(seeds), [0] * len(seeds), frames)
@@ -430,6 +435,9 @@ class EnvGroup:
     def _message(self, rewards, dones, frames) -> bytes:
         # all frames of the group at once: fewer numpy calls per env step
         cur = np.take(FOREGROUND, np.stack([f[35:195:2, ::2, 0] for f in frames])).reshape(len(frames), D)
+        if self.fresh.any():  # an episode's first frame has nothing to differ from: the input is zeros
+            self.prev[self.fresh] = cur[self.fresh]
+            self.fresh[:] = False
         diff = cur.view(np.int8) - self.prev.view(np.int8)
         self.prev = cur
         flat = np.flatnonzero(diff)
@@ -446,7 +454,7 @@ class EnvGroup:
             done = terminated or truncated or self.steps[i] == self.max_steps
             if done:
                 frame = env.reset()[0]
-                self.prev[i] = False
+                self.fresh[i] = True
                 self.steps[i] = 0
             rewards.append(reward)
             dones.append(done)
@@ -567,6 +575,7 @@ class EpisodeBuffer:
         counts = np.array([len(i) for i in self.idx])
         idx, vals = np.concatenate(self.idx), np.concatenate(self.vals)
         H, W2_rows = np.array(self.h), L.w2_rows(np.array(self.version))
+        # each step's gradient goes through the W2 of the weights that chose its action (W2_rows)
         L.finish_episode(np.array(self.rewards, float), np.array(self.dlogp),
                          lambda g, dW1T, dW2: backward_sparse(W2_rows, H, g, counts, idx, vals, dW1T, dW2))
 
@@ -641,6 +650,8 @@ def train_parallel(args: Args, L: Learner, state_dir: Path | None) -> dict:
                 if clock.round_end(applied):
                     break
                 continue
+            # msg: the reward of each env's previous action and the frame that followed it; when
+            # that action ended the episode, the frame is already the next episode's first
             rewards, dones, counts, idx, vals = msg
             for k, e in enumerate(envs):
                 if buffers[e].dlogp:  # the reward of this env's previous action
@@ -665,13 +676,13 @@ def train_faithful(args: Args, L: Learner, state_dir: Path | None) -> dict:
     """The original loop: one env, dense frames, dense products, in this process."""
     env = make_env()
     frame = env.reset(seed=env_seeds(args.seed, L.updates, 1)[0])[0]
-    prev = np.zeros(D)
+    prev = None
     xs, hs, dlogps, rewards = [], [], [], []
     clock = RunClock(args, L, state_dir)
     t0, steps0 = time.perf_counter(), L.env_steps
     while True:
         cur = preprocess_original(frame)
-        x, prev = cur - prev, cur
+        x, prev = (cur - prev if prev is not None else np.zeros(D)), cur
         p, h = forward_dense(L.W1T, L.W2, x)
         y = 1.0 if L.rng.random() < p else 0.0
         xs.append(x)
@@ -690,7 +701,7 @@ def train_faithful(args: Args, L: Learner, state_dir: Path | None) -> dict:
 
             L.finish_episode(np.array(rewards), np.array(dlogps), backward)
             xs, hs, dlogps, rewards = [], [], [], []
-            frame, prev = env.reset()[0], np.zeros(D)
+            frame, prev = env.reset()[0], None
         if clock.round_end(L.apply_ready()):
             break
     env.close()
@@ -738,7 +749,7 @@ def record_play(args: Args, W1T, W2, path: Path) -> int:
     rng, seeds = eval_rngs(args.seed + 1)
     env = make_env()
     frame = env.reset(seed=seeds[0])[0]
-    prev, frames, points = np.zeros(D, bool), [], 0
+    prev, frames, points = preprocess(frame), [], 0  # the first input is zeros, as in training
     while len(frames) < args.gif_max_frames and points < args.gif_points:
         cur = preprocess(frame)
         idx, vals = frame_change(cur, prev)
@@ -920,8 +931,9 @@ def plot_learning_curve(L: Learner, out: Path, title: str = "Pong from pixels: R
 
 def weight_mosaic(W1T: np.ndarray, W2: np.ndarray, n: int = 8, gap: int = 2) -> np.ndarray:
     """The n x n hidden units the output weighs most (largest |W2|, in that order), each unit's
-    row of W1 as an 80x80 tile in [0, 1]: 0.5 is a zero weight, 0 and 1 the unit's strongest
-    negative or positive weight, so units compare by sign and shape. Gaps are white (1)."""
+    row of W1 as an 80x80 tile in [0, 1]: 0.5 is a zero weight, 0 and 1 are minus and plus the
+    unit's largest absolute weight (one symmetric scale, so only the stronger sign reaches its
+    end), and units compare by sign and shape. Gaps are white (1)."""
     tile = 80
     mosaic = np.ones((n * (tile + gap) - gap,) * 2)
     for k, j in enumerate(np.argsort(-np.abs(W2), kind="stable")[:n * n]):
