@@ -168,7 +168,7 @@ def compose(content: Content, week: IsoWeek, site_url: str, allow_empty: bool = 
         weeks = weeks_with_notes(content)
         shown = ", ".join(w.name for w in weeks[:8]) + (" ..." if len(weeks) > 8 else "")
         raise UsageError(f"no notes are dated in {week.name} ({week.label}); weeks with notes: {shown or 'none'}; "
-                         f"{if_empty}")
+                         + if_empty)
     return _issue(content, week, notes, site_url)
 
 

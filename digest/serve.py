@@ -288,7 +288,7 @@ class Mailer:
     def _send_logged(self, address: str, confirm_url: str, already: bool, withdraw: Callable[[], object]) -> None:
         who = keyed_hash(self.secret, address)
         try:
-            delivered = self.send(address, confirm_url, already)
+            delivered = self.send(address, confirm_url, already, who)
         except (OSError, DigestError) as exc:
             log.error("confirmation for %s not sent: %s", who, type(exc).__name__ if "@" in str(exc) else exc)
             delivered = False
@@ -301,9 +301,9 @@ class Mailer:
             return
         log.info("confirmation for %s withdrawn: the next subscribe request sends a new one", who)
 
-    def send(self, address: str, confirm_url: str, already: bool) -> bool:
-        """Whether the mail went out (or may have: an ambiguous reply counts, its link stays good)."""
-        who = keyed_hash(self.secret, address)
+    def send(self, address: str, confirm_url: str, already: bool, who: str) -> bool:
+        """Whether the mail went out (or may have: an ambiguous reply counts, its link stays good);
+        ``who`` is the address's keyed hash, for the log."""
         message = confirmation_message(self.mail, address, confirm_url, already,
                                        int(self.settings.confirm_lifetime // 3600))
         if self.settings.mail == "smtp":
