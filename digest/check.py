@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .diagnostics import Diagnostic, summary
 from .errors import ContentInvalid
-from .load import load
-from .model import Content
+from .load import REF_MANIFEST, REFS_DIR, load
+from .model import Content, RefManifest
 from .refs import Reference, check_references, load_references
 from .validate import validate
 
@@ -42,12 +42,19 @@ def inspect(root: Path, today: dt.date | None = None) -> CheckResult:
     raw = load(root)
     diagnostics: list[Diagnostic] = []
     refs = load_references(root, diagnostics)
-    content, found = validate(raw, today, {name: ref.manifest for name, ref in refs.items()})
+    content, found = validate(raw, today, _manifests(root, refs))
     diagnostics = sorted(diagnostics + found + check_references(refs, root),
                          key=lambda d: (d.path, d.line, d.col))
     files = len(raw.notes) + len(raw.intros) + (raw.tags is not None) + (raw.people is not None) + len(refs)
     ok = not any(d.severity == "error" for d in diagnostics)
     return CheckResult(content if ok else None, refs, diagnostics, files)
+
+
+def _manifests(root: Path, refs: dict[str, Reference]) -> dict[str, RefManifest | None]:
+    """Each reference's manifest; None where its ref.yml has errors (reported at the file, not at every citation)."""
+    manifests: dict[str, RefManifest | None] = {path.parent.name: None
+                                                for path in (root / REFS_DIR).glob(f"*/{REF_MANIFEST}")}
+    return manifests | {name: ref.manifest for name, ref in refs.items()}
 
 
 def _selected(diagnostic: Diagnostic, only: list[str]) -> bool:

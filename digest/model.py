@@ -146,17 +146,19 @@ class ProgressMetric:
 
 
 @dataclass(frozen=True)
-class ProgressFigure:
-    label: str = spec("Korean caption shown under the figure", example="지금까지의 학습 곡선")
+class FigureSpec:
+    label: str = spec("Korean caption shown under the figure, and its alt text for readers who "
+                      "cannot see it", example="학습 곡선: 에피소드마다의 러닝 리워드")
 
 
 @dataclass(frozen=True)
 class ProgressSpec:
     metrics: dict[str, ProgressMetric] = spec("metrics a checkpoint can report (a subset of 'metrics')",
                                               key_pattern=METRIC_RE, example="{episodes: {label: 에피소드}}")
-    figures: dict[str, ProgressFigure] = spec("figures drawn from a checkpoint (a subset of 'figures')",
-                                              key_pattern=FIGURE_RE, default_factory=dict,
-                                              example="{learning_curve: {label: 지금까지의 학습 곡선}}")
+    figures: dict[str, FigureSpec] = spec("figures drawn from a checkpoint (a subset of 'figures'), each "
+                                          "with its own caption",
+                                          key_pattern=FIGURE_RE, default_factory=dict,
+                                          example="{learning_curve: {label: 지금까지의 학습 곡선}}")
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,10 @@ class RefManifest:
                                             key_pattern=PROFILE_RE, example="{quick: {timeout: 300}}")
     metrics: dict[str, MetricSpec] = spec("every metric the run must produce, with its tolerance",
                                           key_pattern=METRIC_RE, example="{accuracy: {tolerance: 0.05}}")
-    figures: tuple[str, ...] = spec("figure stems the run must produce (.png and .svg, or .gif)",
-                                    pattern=FIGURE_RE, default=(), example="[learning_curve]")
+    figures: dict[str, FigureSpec] = spec("figures the run must produce (.png and .svg, or .gif), by file "
+                                          "stem, each with its Korean caption",
+                                          key_pattern=FIGURE_RE, default_factory=dict,
+                                          example="{learning_curve: {label: 학습 곡선}}")
     resumable: bool = spec("true for long runs that checkpoint into state/<profile>/ and accept --resume",
                            default=False)
     checkpoint_format: int | None = spec(

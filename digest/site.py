@@ -429,7 +429,7 @@ def _newest_still(ref: Reference) -> tuple[str, str] | None:
         files = [f for f in shown.figures.get(stem, []) if f.endswith((".svg", ".png"))]
         if files:
             path = figure_path(ref.name, shown.profile, _figure_file(ref.results_dir(shown.profile), files))
-            return path, f"{ref.manifest.title} · {stem} ({shown.profile} 프로필)"
+            return path, f"{ref.manifest.figures[stem].label} · {ref.manifest.title} ({shown.profile} 프로필)"
     return None
 
 
@@ -488,7 +488,8 @@ class _NoteResults:
             raise ReferenceRunError(f"{self.note.path}: results of '{found.name}' have no figure "
                                     f"'{found.item}'; run: digest refs run {found.name}")
         src = self.link(figure_path(found.name, shown.profile, _figure_file(ref.results_dir(shown.profile), files)))
-        return _render_fragment("ref_figure.md.j2", src=src, stem=found.item, ref=ref, results=shown)
+        return _render_fragment("ref_figure.md.j2", src=src, label=ref.manifest.figures[found.item].label, ref=ref,
+                                results=shown)
 
     def render_progress(self, name: str, profile: str) -> str:
         """The last progress report of the profile's unfinished run; nothing once the run has results."""

@@ -132,7 +132,10 @@ def _mapping(value: Callable, f: dataclasses.Field) -> Callable:
 
     def convert(reader, node, label):
         if node.__class__ is not Map:
-            reader.error(node, f"'{label}' must be a mapping of name: value", f.metadata["doc"])
+            shape = ", not a list" if node.__class__ is Seq else ""
+            example = f.metadata.get("example")
+            reader.error(node, f"'{label}' must be a mapping of name: value{shape}",
+                         f.metadata["doc"] + (f"; e.g. {label}: {example}" if example else ""))
             return _BAD
         result, ok = {}, True
         for key, (key_node, value_node) in node.entries.items():
@@ -500,7 +503,7 @@ def _check_body_style(reader: _Reader, root: Map) -> None:
                  "write 'body: |' and indent every line of the text under it by two spaces")
 
 
-def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, RefManifest]) -> None:
+def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, RefManifest | None]) -> None:
     refs = values.get("refs", ())
     for i, name in enumerate(refs):
         if name not in manifests:
@@ -543,18 +546,20 @@ def _check_unexpanded(reader: _Reader, node: Node | None, field: str) -> None:
         f"write the value itself in {field}; directives such as {{{{ ref(...) }}}} work only in body"))
 
 
-def _directive_problem(found, refs, manifests: dict[str, RefManifest]) -> tuple[str, str] | None:
+def _directive_problem(found, refs, manifests: dict[str, RefManifest | None]) -> tuple[str, str] | None:
     """(message, hint) when a directive cannot render, else None."""
     if isinstance(found, directives.Malformed):
         return (f"malformed directive '{found.text}'",
                 'write {{ ref("name", "metric", fmt=".4f") }} or {{ ref_figure("name", "figure") }}')
     call = f"{found.kind}(\"{found.name}\", \"{found.item}\")"
-    manifest = manifests.get(found.name)
-    if manifest is None:
+    if found.name not in manifests:
         return (f"{call} names no reference '{found.name}'",
                 _suggest(found.name, manifests) or "check the name under content/refs/")
     if found.name not in refs:
         return f"{call} cites '{found.name}', which is not in this note's refs", f"add '{found.name}' to refs"
+    manifest = manifests[found.name]
+    if manifest is None:  # its ref.yml did not load and says why; judged against nothing, it would only repeat that
+        return None
     if found.kind == "ref_progress":
         return _progress_problem(call, found, manifest)
     outputs = manifest.metrics if found.kind == "ref" else manifest.figures
@@ -639,11 +644,12 @@ def _registry_loaded(source: SourceFile | None, field: str, what: str, diagnosti
 
 
 def validate(raw: RawContent, today: dt.date | None = None,
-             manifests: dict[str, RefManifest] | None = None) -> tuple[Content | None, list[Diagnostic]]:
+             manifests: dict[str, RefManifest | None] | None = None) -> tuple[Content | None, list[Diagnostic]]:
     """Every problem of the content, and the records if there were no errors.
 
     ``manifests`` (reference name → manifest) lets directives be checked against
-    the metrics and figures each reference declares.
+    the metrics and figures each reference declares; None stands for a reference
+    whose ref.yml has errors of its own, which notes citing it do not repeat.
     """
     with gc_paused():
         return _validate(raw, today, manifests or {})

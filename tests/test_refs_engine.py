@@ -46,7 +46,7 @@ TOY_SCRIPT = textwrap.dedent('''
         sys.exit(3)
     if mode == "hang-edit":  # as a developer would, mid-run: the progress report gets a figure
         manifest = Path("ref.yml").read_text(encoding="utf-8")
-        manifest = manifest.replace("figures: [curve]", "figures: [curve, scatter]")
+        manifest = manifest.replace("  curve: {label: 곡선}", "  curve: {label: 곡선}\\n  scatter: {label: 점 그림}")
         Path("ref.yml").write_text(manifest + "    scatter: {label: 점 그림}\\n", encoding="utf-8")
     if mode.startswith("hang"):
         if args.state:
@@ -74,7 +74,8 @@ TOY_MANIFEST = textwrap.dedent('''
       total: {tolerance: exact}
       count: {tolerance: 0.5}
       seconds: {tolerance: none}
-    figures: [curve]
+    figures:
+      curve: {label: 곡선}
     resumable: true
     packages: [numpy]
 ''')
@@ -425,6 +426,17 @@ def test_manifest_progress_must_match_its_metrics_and_checkpoints(project):
     assert any("progress names figure 'curves', which is not in 'figures'" in m for m in messages)
 
 
+def test_a_broken_manifest_is_reported_once_not_at_every_note_citing_it(project):
+    # the form ref.yml had before figures carried captions: a list of stems
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(TOY_MANIFEST.replace("figures:\n  curve: {label: 곡선}", "figures: [curve]"),
+                        encoding="utf-8")
+    errors = [d for d in check(project, today=TODAY).diagnostics if d.severity == "error"]
+    assert [(d.path, d.line) for d in errors] == [("content/refs/toy/ref.yml", 11)], errors
+    assert "'figures' must be a mapping of name: value, not a list" in errors[0].message
+    assert "e.g. figures: {learning_curve: {label:" in errors[0].hint
+
+
 @pytest.mark.parametrize("directive, problem", [
     ('ref_progress("toy", "fulll")', "'toy' has no profile 'fulll'"),
     ('ref_progress("toy", "full", fmt="d")', "ref_progress takes no fmt"),
@@ -455,7 +467,9 @@ def test_site_shows_values_figures_and_provenance(project):
     site = render_site(content, refs)
     page = next(p for p in site.pages if p.path == "notes/2016/toy-note.md")
     assert ">8.0</span>" in page.text
-    assert "](../../refs/toy/quick/curve.svg)" in page.text
+    # the figure's caption from ref.yml is its alt text and heads its provenance line
+    assert "![곡선](../../refs/toy/quick/curve.svg)" in page.text
+    assert '<small class="ref-caption">곡선 · 장난감 참조 구현 · quick 프로필' in page.text
     assert "실행 결과의 출처" in page.text and refs["toy"].results["quick"].code_sha256[:12] in page.text
     assert '<a href="../../../refs/#toy"><code>toy</code></a>' in page.text  # its entry on the references page
     assert {a.path for a in site.assets} == {"refs/toy/quick/curve.png", "refs/toy/quick/curve.svg"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
 import json
 import os
 import posixpath
@@ -279,6 +280,10 @@ def test_references_page_shows_each_reference_its_results_progress_and_citing_no
         assert citing and all(f'href="../notes/{n.date.year}/{n.slug}/"' in section for n in citing)
         figure = posixpath.normpath("refs/" + re.search(r'<img src="([^"]+)"', section)[1])  # page URL: refs/
         assert figure in assets  # a figure the site publishes, not a dead link
+        alt = html.unescape(re.search(r'<img [^>]*alt="([^"]*)"', section)[1])
+        captions = [*ref.manifest.figures.values(), *(ref.manifest.progress.figures.values()
+                                                       if ref.manifest.progress else ())]
+        assert any(alt.startswith(c.label) for c in captions), alt  # described in Korean, not by file stem
         for profile in ref.progress:
             if (report := ref.unfinished(profile)) is None:
                 continue
