@@ -1,4 +1,5 @@
-"""What every reference's figures share: Korean labels, like the site that shows them.
+"""What every reference's figures share: Korean labels, like the site that shows them, and files
+that a rerun of the same numbers writes byte for byte again.
 
 References import this (the engine puts the project on their ``PYTHONPATH``, and their code
 hash covers the modules they import, so a change here marks their results stale).
@@ -30,3 +31,16 @@ def use_korean_font() -> None:
         raise SystemExit(f"the figures' Korean labels need the font {KOREAN_FONT}: install Debian's "
                          "fonts-noto-cjk (`make system-deps`) and run again") from None
     plt.rcParams["font.family"] = KOREAN_FONT
+
+
+def save_figure(fig, out: Path, stem: str, dpi: int = 120, **options) -> None:
+    """Write ``out/<stem>.png`` and ``out/<stem>.svg``, then close the figure.
+
+    Without the PNG's matplotlib version, the SVG's date and its random element ids, the same
+    figure makes the same files: a rerun whose numbers did not move leaves no diff to review."""
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"svg.hashsalt": stem}):
+        fig.savefig(out / f"{stem}.png", dpi=dpi, metadata={"Software": None}, **options)
+        fig.savefig(out / f"{stem}.svg", dpi=dpi, metadata={"Date": None}, **options)
+    plt.close(fig)

@@ -59,7 +59,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from digest.refstyle import use_korean_font  # noqa: E402 - figure labels in Korean
+from digest.refstyle import save_figure, use_korean_font  # noqa: E402 - Korean labels, reproducible files
 
 
 @dataclass
@@ -485,12 +485,6 @@ def svm_loss() -> dict:
 # ---------------------------------------------------------------------------
 
 
-def save(fig, out: Path, stem: str) -> None:
-    fig.savefig(out / f"{stem}.png", dpi=120, metadata={"Software": None})
-    fig.savefig(out / f"{stem}.svg", metadata={"Date": None})
-    plt.close(fig)
-
-
 def plot_boundary(model, title: str, out: Path, stem: str) -> None:
     xs = np.linspace(-2.0, 4.0, 121)
     ys = np.linspace(-4.0, 2.5, 131)
@@ -511,7 +505,7 @@ def plot_boundary(model, title: str, out: Path, stem: str) -> None:
     ax.set_title(f"{title}: 정확도 {accuracy(model):.3f}\n({subtitle})", fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    save(fig, out, stem)
+    save_figure(fig, out, stem)
 
 
 def plot_accuracy(lin_hist: dict, net_hist: dict, out: Path) -> None:
@@ -524,7 +518,7 @@ def plot_accuracy(lin_hist: dict, net_hist: dict, out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    save(fig, out, "accuracy")
+    save_figure(fig, out, "accuracy")
 
 
 # ---------------------------------------------------------------------------

@@ -84,7 +84,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
-from digest.refstyle import use_korean_font  # figure labels in Korean
+from digest.refstyle import save_figure, use_korean_font  # Korean labels, reproducible files
 
 gym.register_envs(ale_py)
 
@@ -897,11 +897,6 @@ def self_checks(args: Args) -> dict:
 
 
 # ---------------------------------------------------------------- figures
-def save_figure(fig, out: Path, stem: str, dpi: int = 120) -> None:
-    for ext in ("png", "svg"):
-        fig.savefig(out / f"{stem}.{ext}", dpi=dpi, bbox_inches="tight")
-
-
 def plot_learning_curve(L: Learner, out: Path, title: str = "Pong from pixels: REINFORCE") -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import StrMethodFormatter
@@ -925,8 +920,7 @@ def plot_learning_curve(L: Learner, out: Path, title: str = "Pong from pixels: R
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     # the curve climbs through the lower right; a label beside the marker would sit under the legend
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
-    save_figure(fig, out, "learning_curve")
-    plt.close(fig)
+    save_figure(fig, out, "learning_curve", bbox_inches="tight")
 
 
 def weight_mosaic(W1T: np.ndarray, W2: np.ndarray, n: int = 8, gap: int = 2) -> np.ndarray:
@@ -951,8 +945,7 @@ def plot_weights(W1T: np.ndarray, W2: np.ndarray, out: Path, n: int = 8) -> None
     ax.imshow(weight_mosaic(W1T, W2, n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     ax.set_title(f"|W2|가 가장 큰 은닉 유닛 {n * n}개의 첫 번째 층 가중치 (각 80x80)", fontsize=10)
-    save_figure(fig, out, "weights", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, "weights", dpi=100, bbox_inches="tight")
 
 
 # ---------------------------------------------------------------- command line
