@@ -12,9 +12,9 @@ from pathlib import Path
 
 from .diagnostics import Diagnostic, summary
 from .errors import ContentInvalid
-from .load import REF_MANIFEST, REFS_DIR, load
+from .load import load
 from .model import Content, RefManifest
-from .refs import Reference, check_references, load_references
+from .refs import Reference, check_references, load_references, manifest_paths
 from .validate import validate
 
 
@@ -42,18 +42,18 @@ def inspect(root: Path, today: dt.date | None = None) -> CheckResult:
     raw = load(root)
     diagnostics: list[Diagnostic] = []
     refs = load_references(root, diagnostics)
-    content, found = validate(raw, today, _manifests(root, refs))
+    manifests = _manifests(root, refs)
+    content, found = validate(raw, today, manifests)
     diagnostics = sorted(diagnostics + found + check_references(refs, root),
                          key=lambda d: (d.path, d.line, d.col))
-    files = len(raw.notes) + len(raw.intros) + (raw.tags is not None) + (raw.people is not None) + len(refs)
+    files = len(raw.notes) + len(raw.intros) + (raw.tags is not None) + (raw.people is not None) + len(manifests)
     ok = not any(d.severity == "error" for d in diagnostics)
     return CheckResult(content if ok else None, refs, diagnostics, files)
 
 
 def _manifests(root: Path, refs: dict[str, Reference]) -> dict[str, RefManifest | None]:
     """Each reference's manifest; None where its ref.yml has errors (reported at the file, not at every citation)."""
-    manifests: dict[str, RefManifest | None] = {path.parent.name: None
-                                                for path in (root / REFS_DIR).glob(f"*/{REF_MANIFEST}")}
+    manifests: dict[str, RefManifest | None] = {path.parent.name: None for path in manifest_paths(root)}
     return manifests | {name: ref.manifest for name, ref in refs.items()}
 
 

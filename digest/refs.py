@@ -122,12 +122,16 @@ def read_results(path: Path) -> Results:
     return Results(**data)
 
 
+def manifest_paths(content_root: Path) -> list[Path]:
+    """Every reference's ref.yml (``refs/<name>/ref.yml``), readable or not."""
+    return sorted((Path(content_root) / REFS_DIR).glob(f"*/{REF_MANIFEST}"))
+
+
 def load_references(content_root: Path, diagnostics: list[Diagnostic] | None = None) -> dict[str, Reference]:
     """Every reference with a readable manifest; problems go to ``diagnostics``."""
     diagnostics = [] if diagnostics is None else diagnostics
     refs: dict[str, Reference] = {}
-    refs_dir = Path(content_root) / REFS_DIR
-    for manifest_path in sorted(refs_dir.glob(f"*/{REF_MANIFEST}")):
+    for manifest_path in manifest_paths(content_root):
         ref_dir = manifest_path.parent
         source = read_one(manifest_path, display_path(manifest_path, content_root), diagnostics)
         if source.node is None:

@@ -36,11 +36,11 @@ def use_korean_font() -> None:
 def save_figure(fig, out: Path, stem: str, dpi: int = 120, **options) -> None:
     """Write ``out/<stem>.png`` and ``out/<stem>.svg``, then close the figure.
 
-    Without the PNG's matplotlib version, the SVG's date and its random element ids, the same
-    figure makes the same files: a rerun whose numbers did not move leaves no diff to review."""
+    Without matplotlib's version (in both files), the SVG's date and its random element ids, the
+    same figure makes the same files: a rerun whose numbers did not move leaves no diff to review."""
     import matplotlib.pyplot as plt
 
     with plt.rc_context({"svg.hashsalt": stem}):
         fig.savefig(out / f"{stem}.png", dpi=dpi, metadata={"Software": None}, **options)
-        fig.savefig(out / f"{stem}.svg", dpi=dpi, metadata={"Date": None}, **options)
+        fig.savefig(out / f"{stem}.svg", dpi=dpi, metadata={"Date": None, "Creator": None}, **options)
     plt.close(fig)

@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import json
 import posixpath
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -232,6 +233,17 @@ def one_line(value) -> str:
     return " ".join(str(value).split())
 
 
+# What Markdown (emphasis, code, links, images) and the math extension would act on. Not ( ):
+# arithmatex reads \( as the start of math.
+MARKDOWN_ACTIVE = re.compile(r"([\\`*_\[\]$])")
+
+
+def md_text(value) -> str:
+    """A field inside Markdown syntax (an image's alt text, a caption, a list item), shown as written:
+    on one line, with what Markdown would act on escaped (a ']' would end an image's alt text)."""
+    return MARKDOWN_ACTIVE.sub(r"\\\1", one_line(value))
+
+
 @cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -242,7 +254,8 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,  # Markdown reads 4 leading spaces as code: keep HTML at the margin
         keep_trailing_newline=True,
     )
-    env.filters.update(meta=front_matter_value, kdate=korean_date, http_url=http_url, one_line=one_line)
+    env.filters.update(meta=front_matter_value, kdate=korean_date, http_url=http_url, one_line=one_line,
+                       md_text=md_text)
     env.globals.update(kinds=KINDS)
     return env
 

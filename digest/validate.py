@@ -511,6 +511,11 @@ def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, R
             hint = _suggest(name, manifests) or "references live in content/refs/<name>/ref.yml"
             reader.diagnostics.append(Diagnostic(reader.path, line, col, "error",
                                                  f"refs names no reference '{name}'", hint))
+        elif manifests[name] is None:  # once here, not at each directive: checked alone, the note still fails
+            line, col = _position(root, "refs", i)
+            reader.diagnostics.append(Diagnostic(
+                reader.path, line, col, "error", f"refs names '{name}', whose ref.yml has errors",
+                f"fix them first; `digest check content/refs/{name}/ref.yml` lists them"))
     for field in ("title", "summary"):
         _check_unexpanded(reader, root.entries.get(field, (None, None))[1], field)
     body = root.entries.get("body", (None, None))[1]
@@ -558,29 +563,39 @@ def _directive_problem(found, refs, manifests: dict[str, RefManifest | None]) ->
     if found.name not in refs:
         return f"{call} cites '{found.name}', which is not in this note's refs", f"add '{found.name}' to refs"
     manifest = manifests[found.name]
-    if manifest is None:  # its ref.yml did not load and says why; judged against nothing, it would only repeat that
-        return None
+    if manifest is not None:  # None: its ref.yml has errors, reported there and at this note's refs
+        problem = _manifest_problem(call, found, manifest)
+        if problem:
+            return problem
+    return _fmt_problem(call, found)
+
+
+def _manifest_problem(call: str, found, manifest: RefManifest) -> tuple[str, str] | None:
+    """What the reference's ref.yml says against the directive: no such metric, figure or profile."""
     if found.kind == "ref_progress":
-        return _progress_problem(call, found, manifest)
+        if manifest.progress is None:
+            return (f"{call}: '{found.name}' shows no progress of unfinished runs",
+                    f"declare 'progress' in content/refs/{found.name}/ref.yml, or remove the directive")
+        if found.item not in manifest.profiles:
+            return (f"{call}: '{found.name}' has no profile '{found.item}'",
+                    f"one of: {', '.join(manifest.profiles)}")
+        return None
     outputs = manifest.metrics if found.kind == "ref" else manifest.figures
     what = "metric" if found.kind == "ref" else "figure"
     if found.item not in outputs:
         return (f"{call}: '{found.name}' has no {what} '{found.item}'",
                 _suggest(found.item, outputs) or f"its {what}s are listed in content/refs/{found.name}/ref.yml")
-    if found.fmt is not None and (found.kind != "ref" or not directives.FORMAT_RE.match(found.fmt)):
-        return f"{call}: unusable fmt '{found.fmt}'", 'use a number format such as fmt=".4f" or fmt=".1%"'
     return None
 
 
-def _progress_problem(call: str, found, manifest: RefManifest) -> tuple[str, str] | None:
-    if manifest.progress is None:
-        return (f"{call}: '{found.name}' shows no progress of unfinished runs",
-                f"declare 'progress' in content/refs/{found.name}/ref.yml, or remove the directive")
-    if found.item not in manifest.profiles:
-        return (f"{call}: '{found.name}' has no profile '{found.item}'",
-                f"one of: {', '.join(manifest.profiles)}")
-    if found.fmt is not None:
+def _fmt_problem(call: str, found) -> tuple[str, str] | None:
+    """A fmt= where it cannot apply or cannot format a number; needs no ref.yml."""
+    if found.fmt is None:
+        return None
+    if found.kind == "ref_progress":
         return f"{call}: ref_progress takes no fmt", "the formats are in the reference's ref.yml under 'progress'"
+    if found.kind != "ref" or not directives.FORMAT_RE.match(found.fmt):
+        return f"{call}: unusable fmt '{found.fmt}'", 'use a number format such as fmt=".4f" or fmt=".1%"'
     return None
 
 

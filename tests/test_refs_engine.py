@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import os
+import re
 import shutil
 import textwrap
 import time
@@ -426,15 +428,30 @@ def test_manifest_progress_must_match_its_metrics_and_checkpoints(project):
     assert any("progress names figure 'curves', which is not in 'figures'" in m for m in messages)
 
 
-def test_a_broken_manifest_is_reported_once_not_at_every_note_citing_it(project):
+def test_a_broken_manifest_is_reported_at_its_file_and_once_per_citing_note_not_at_every_directive(project):
     # the form ref.yml had before figures carried captions: a list of stems
     manifest = project / "refs/toy/ref.yml"
     manifest.write_text(TOY_MANIFEST.replace("figures:\n  curve: {label: 곡선}", "figures: [curve]"),
                         encoding="utf-8")
     errors = [d for d in check(project, today=TODAY).diagnostics if d.severity == "error"]
-    assert [(d.path, d.line) for d in errors] == [("content/refs/toy/ref.yml", 11)], errors
-    assert "'figures' must be a mapping of name: value, not a list" in errors[0].message
-    assert "e.g. figures: {learning_curve: {label:" in errors[0].hint
+    assert [(d.path, d.line) for d in errors] == [("content/notes/2016/toy-note.yml", 12),  # refs: [toy]
+                                                  ("content/refs/toy/ref.yml", 11)], errors
+    assert "refs names 'toy', whose ref.yml has errors" in errors[0].message
+    assert "'figures' must be a mapping of name: value, not a list" in errors[1].message
+    assert "e.g. figures: {learning_curve: {label:" in errors[1].hint
+    # checked alone, as the pre-commit hook checks it, the note does not pass
+    alone = check(project, ["content/notes/2016/toy-note.yml"], today=TODAY)
+    assert [d.message for d in alone.diagnostics if d.severity == "error"] == [errors[0].message]
+
+
+def test_a_fmt_problem_shows_even_while_the_reference_is_broken(project):
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(TOY_MANIFEST.replace("figures:\n  curve: {label: 곡선}", "figures: [curve]"),
+                        encoding="utf-8")
+    note = project / "notes/2016/toy-note.yml"
+    note.write_text(NOTE + '\n  {{ ref_figure("toy", "curve", fmt=".2f") }}\n', encoding="utf-8")
+    messages = [d.message for d in check(project, today=TODAY).diagnostics]
+    assert any("unusable fmt '.2f'" in m for m in messages), messages
 
 
 @pytest.mark.parametrize("directive, problem", [
@@ -473,6 +490,25 @@ def test_site_shows_values_figures_and_provenance(project):
     assert "실행 결과의 출처" in page.text and refs["toy"].results["quick"].code_sha256[:12] in page.text
     assert '<a href="../../../refs/#toy"><code>toy</code></a>' in page.text  # its entry on the references page
     assert {a.path for a in site.assets} == {"refs/toy/quick/curve.png", "refs/toy/quick/curve.svg"}
+
+
+def test_a_caption_shows_as_written_whatever_markdown_it_holds(project):
+    # ref.yml may come from a stranger's pull request: a ']' would end the image's alt text
+    # (the page showed the raw image syntax), '*', '`' and '$' would become emphasis, code, math
+    import markdown
+
+    label = r"곡선] *굵게* `c` $x$ [t](https://e.example) \끝"
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(TOY_MANIFEST.replace("curve: {label: 곡선}", f"curve: {{label: '{label}'}}"),
+                        encoding="utf-8")
+    run_reference(toy(project), "quick", progress=lambda line: None)
+    page, _ = toy_page(project)
+    html_page = markdown.markdown(page.text, extensions=["attr_list", "pymdownx.arithmatex"],
+                                  extension_configs={"pymdownx.arithmatex": {"generic": True}})
+    [alt] = re.findall(r'<img alt="([^"]*)"', html_page)
+    assert html.unescape(alt) == label
+    [caption] = re.findall(r'<small class="ref-caption">(.*?) · 장난감', html_page)
+    assert html.unescape(caption) == label
 
 
 def test_site_refuses_to_publish_a_note_whose_results_are_missing(project):
