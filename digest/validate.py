@@ -507,15 +507,14 @@ def _check_refs(values: dict, reader: _Reader, root: Map, manifests: dict[str, R
     refs = values.get("refs", ())
     for i, name in enumerate(refs):
         if name not in manifests:
-            line, col = _position(root, "refs", i)
-            hint = _suggest(name, manifests) or "references live in content/refs/<name>/ref.yml"
-            reader.diagnostics.append(Diagnostic(reader.path, line, col, "error",
-                                                 f"refs names no reference '{name}'", hint))
+            problem = (f"refs names no reference '{name}'",
+                       _suggest(name, manifests) or "references live in content/refs/<name>/ref.yml")
         elif manifests[name] is None:  # once here, not at each directive: checked alone, the note still fails
-            line, col = _position(root, "refs", i)
-            reader.diagnostics.append(Diagnostic(
-                reader.path, line, col, "error", f"refs names '{name}', whose ref.yml has errors",
-                f"fix them first; `digest check content/refs/{name}/ref.yml` lists them"))
+            problem = (f"refs names '{name}', whose ref.yml has errors",
+                       f"fix them first; `digest check content/refs/{name}/ref.yml` lists them")
+        else:
+            continue
+        reader.diagnostics.append(Diagnostic(reader.path, *_position(root, "refs", i), "error", *problem))
     for field in ("title", "summary"):
         _check_unexpanded(reader, root.entries.get(field, (None, None))[1], field)
     body = root.entries.get("body", (None, None))[1]
