@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import jinja2
+import PIL.Image
 from markupsafe import Markup, escape
 
 from . import directives, search
@@ -383,15 +384,55 @@ def _figure_file(folder: Path, files: list[str]) -> str:
     return min(still, key=lambda f: (folder / f).stat().st_size if (folder / f).exists() else 0)
 
 
+_SVG_SIZE_RE = re.compile(
+    r'<svg\b[^>]*?\bwidth="(?P<w>[\d.]+)(?P<wu>pt|px)?"[^>]*?\bheight="(?P<h>[\d.]+)(?P<hu>pt|px)?"')
+_CSS_PX = {"pt": 4 / 3, "px": 1.0, None: 1.0}
+
+
+def figure_size(path: Path) -> tuple[int, int] | None:
+    """A figure's size in CSS pixels, written on its ``<img>`` so the page keeps the figure's
+    place while it loads instead of jumping by its height; None when the file does not say.
+
+    PNG, GIF and WebP give their pixels (Pillow reads only the header); matplotlib's SVG gives
+    its width and height in points, 4/3 of a CSS pixel each. A missing file is not this
+    function's to report: the site's copy of the figures names it.
+    """
+    try:
+        if path.suffix == ".svg":
+            with path.open(encoding="utf-8", errors="replace") as svg:
+                found = _SVG_SIZE_RE.search(svg.read(4096))
+            return found and (round(float(found["w"]) * _CSS_PX[found["wu"]]),
+                              round(float(found["h"]) * _CSS_PX[found["hu"]]))
+        with PIL.Image.open(path) as image:
+            return image.size
+    except (FileNotFoundError, PIL.UnidentifiedImageError):
+        return None
+
+
+@dataclass(frozen=True)
+class ShownFigure:
+    """A figure as a page shows it."""
+
+    path: str  # inside the site
+    label: str  # what it shows: alt text and the start of its caption
+    size: tuple[int, int] | None  # CSS pixels (figure_size)
+
+
+def _shown_figure(ref: Reference, folder: Path, site_folder: str, files: list[str], label: str) -> ShownFigure:
+    """The file of one figure that pages show (``_figure_file``), from ``folder`` on disk."""
+    file = _figure_file(folder, files)
+    return ShownFigure(figure_path(ref.name, site_folder, file), label, figure_size(folder / file))
+
+
 def _progress_figures(ref: Reference, report: Results) -> list[tuple[str, list[str]]]:
     """(stem, files) of the progress report's figures that ref.yml declares, in the report's order."""
     return [(stem, files) for stem, files in report.figures.items() if stem in ref.manifest.progress.figures]
 
 
-def _progress_figure_paths(ref: Reference, report: Results) -> list[tuple[str, str]]:
-    """(stem, path inside the site) of each figure a progress report shows."""
-    folder = ref.progress_dir(report.profile)
-    return [(stem, figure_path(ref.name, progress_folder(report.profile), _figure_file(folder, files)))
+def _progress_shown(ref: Reference, report: Results) -> list[ShownFigure]:
+    """Each figure a progress report shows, in order."""
+    folder, labels = ref.progress_dir(report.profile), ref.manifest.progress.figures
+    return [_shown_figure(ref, folder, progress_folder(report.profile), files, labels[stem].label)
             for stem, files in _progress_figures(ref, report)]
 
 
@@ -412,7 +453,7 @@ class RefOverview:
     ref: Reference
     shown: Results | None  # the results notes show (full, else quick)
     progress: list[tuple[Results, list[tuple[str, str]]]]  # unfinished runs: (report, (label, value) pairs)
-    figure: tuple[str, str] | None  # (path inside the site, what it shows): the newest still figure
+    figure: ShownFigure | None  # the newest still figure
     notes: list[Note]  # the notes that cite it, newest first
 
 
@@ -431,18 +472,18 @@ def _unfinished_runs(ref: Reference) -> list[tuple[Results, list[tuple[str, str]
     return [(report, progress_values(ref, report)) for report in reports if report is not None]
 
 
-def _newest_still(ref: Reference) -> tuple[str, str] | None:
+def _newest_still(ref: Reference) -> ShownFigure | None:
     """An unfinished run's first still progress figure, else the first still figure of the shown results."""
     for report in filter(None, (ref.unfinished(profile) for profile in ref.progress)):
-        for stem, path in _progress_figure_paths(ref, report):
-            if not path.endswith((".gif", ".webp")):
-                return path, ref.manifest.progress.figures[stem].label
+        for figure in _progress_shown(ref, report):
+            if not figure.path.endswith((".gif", ".webp")):
+                return figure
     shown = ref.shown()
     for stem in ref.manifest.figures if shown else ():
         files = [f for f in shown.figures.get(stem, []) if f.endswith((".svg", ".png"))]
         if files:
-            path = figure_path(ref.name, shown.profile, _figure_file(ref.results_dir(shown.profile), files))
-            return path, f"{ref.manifest.figures[stem].label} · {ref.manifest.title} ({shown.profile} 프로필)"
+            label = f"{ref.manifest.figures[stem].label} · {ref.manifest.title} ({shown.profile} 프로필)"
+            return _shown_figure(ref, ref.results_dir(shown.profile), shown.profile, files, label)
     return None
 
 
@@ -500,9 +541,9 @@ class _NoteResults:
         if not files:
             raise ReferenceRunError(f"{self.note.path}: results of '{found.name}' have no figure "
                                     f"'{found.item}'; run: digest refs run {found.name}")
-        src = self.link(figure_path(found.name, shown.profile, _figure_file(ref.results_dir(shown.profile), files)))
-        return _render_fragment("ref_figure.md.j2", src=src, label=ref.manifest.figures[found.item].label, ref=ref,
-                                results=shown)
+        figure = _shown_figure(ref, ref.results_dir(shown.profile), shown.profile, files,
+                               ref.manifest.figures[found.item].label)
+        return _render_fragment("ref_figure.md.j2", figure=figure, link=self.link, ref=ref, results=shown)
 
     def render_progress(self, name: str, profile: str) -> str:
         """The last progress report of the profile's unfinished run; nothing once the run has results."""
@@ -511,9 +552,8 @@ class _NoteResults:
         if report is None:
             return ""
         values = progress_values(ref, report, where=f"{self.note.path}: ")
-        figures = [(stem, ref.manifest.progress.figures[stem].label, self.link(path))
-                   for stem, path in _progress_figure_paths(ref, report)]
-        return _render_fragment("ref_progress.md.j2", ref=ref, report=report, values=values, figures=figures)
+        return _render_fragment("ref_progress.md.j2", ref=ref, report=report, values=values,
+                                figures=_progress_shown(ref, report), link=self.link)
 
     def provenance(self) -> str:
         return _render_fragment("provenance.md.j2", cited=self.cited, config=self.config,

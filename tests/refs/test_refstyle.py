@@ -32,3 +32,14 @@ def test_the_same_figure_saved_twice_makes_the_same_files(tmp_path):
         assert first.read_bytes() == second.read_bytes(), ext
         # nor would a matplotlib upgrade that draws the same pixels change them
         assert matplotlib.__version__.encode() not in first.read_bytes(), ext
+
+
+def test_a_figure_is_sized_in_css_pixels_whether_svg_or_png(tmp_path):
+    # pages write a figure's size on its <img> (site.figure_size); a browser shows an SVG at its
+    # width in points, 4/3 CSS pixel each, and a PNG at one CSS pixel per pixel
+    from digest.site import figure_size
+
+    save_figure(_draw(), tmp_path, "curve", dpi=96)
+    svg, png = figure_size(tmp_path / "curve.svg"), figure_size(tmp_path / "curve.png")
+    assert png == (614, 460)  # 6.4 x 4.8 inches at 96 dpi, cut to whole pixels
+    assert svg == (614, 461)  # 460.8 x 345.6 points, rounded

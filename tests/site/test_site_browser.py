@@ -148,6 +148,29 @@ def test_a_game_clip_starts_paused_for_readers_who_ask_for_reduced_motion(open_p
     assert watch.errors == [] and watch.failed == []
 
 
+# Where each figure of a note or of the references page sits on the page, and how big it is.
+FIGURE_BOXES = """() => [...document.querySelectorAll('img.ref-figure, .digest-ref__figure img')].map(i => {
+  const box = i.getBoundingClientRect();
+  return [Math.round(box.top + scrollY), Math.round(box.width), Math.round(box.height)]; })"""
+IMAGE_FILE = re.compile(r"\.(png|gif|svg|webp)$")
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+@pytest.mark.parametrize("path", [PONG, "refs/"])
+def test_figures_keep_their_place_before_their_images_arrive(open_page, base_url, path, viewport):
+    waiting = open_page(viewport)
+    waiting.page.route(IMAGE_FILE, lambda route: route.abort())  # images that never arrive
+    waiting.page.goto(base_url + path, wait_until="networkidle")
+    before = waiting.page.evaluate(FIGURE_BOXES)
+    loaded = open_page(viewport)
+    loaded.page.goto(base_url + path, wait_until="networkidle")
+    loaded.page.wait_for_function(IMAGES_LOADED)
+    after = loaded.page.evaluate(FIGURE_BOXES)
+    assert before and all(height >= 100 for _, _, height in before)
+    assert before == after  # nothing below a figure moves when it arrives
+    assert loaded.errors == [] and loaded.failed == []
+
+
 def test_phone_search_opens_from_the_header(open_page, base_url, artifacts):
     watch = open_page(PHONE)
     watch.page.goto(base_url, wait_until="networkidle")
