@@ -340,6 +340,22 @@ def test_checkpoint_refuses_a_different_model(tmp_path):
     assert L.episodes >= 10 and L.updates == 1
 
 
+def test_the_clip_ends_soon_after_the_agent_wins_its_first_point(tmp_path):
+    # the committed full run's policy (running reward about -3 there) wins points within a few rallies
+    from PIL import Image
+
+    with np.load(REF_DIR / "state" / "full" / "checkpoint.npz", allow_pickle=False) as z:
+        W1T, W2 = z["W1T"], z["W2"]
+    args = pong.Args(gif_max_frames=200, gif_tail_frames=10)
+    play = pong.record_play(args, W1T, W2, tmp_path / "trained.gif")
+    assert play["play.points_for"] == 1 and play["play.frames"] == 200
+    with Image.open(tmp_path / "trained.gif") as gif:
+        assert gif.n_frames == 200
+    # a policy that learned nothing (p = 0.5 everywhere) is shown until its first point or its game's end
+    play = pong.record_play(args, np.zeros_like(W1T), np.zeros_like(W2), tmp_path / "untrained.gif")
+    assert play["play.points_for"] == 1 or play["play.points_against"] == 21
+
+
 def test_progress_report_reads_the_checkpoint_and_trains_nothing(tmp_path):
     state, out = tmp_path / "state", tmp_path / "out"
     L, _ = pong.train(small_args(max_episodes=20), state)
@@ -356,7 +372,7 @@ def test_progress_report_reads_the_checkpoint_and_trains_nothing(tmp_path):
     assert (out / "learning_curve.png").stat().st_size > 0 and (out / "learning_curve.svg").exists()
     # the clip is the checkpoint's policy playing: the same weights draw the same game
     args, _ = pong.parse_args(["--profile", "quick", "--out", str(out), "--seed", "7"])
-    assert pong.record_play(args, L.W1T, L.W2, tmp_path / "again.gif") > 1
+    assert pong.record_play(args, L.W1T, L.W2, tmp_path / "again.gif")["play.frames"] > 1
     assert (out / "play.gif").read_bytes() == (tmp_path / "again.gif").read_bytes()
     assert (out / "weights.png").stat().st_size > 0  # the checkpoint's weights, as in the blog post
     assert (state / "checkpoint.npz").read_bytes() == saved  # read, not trained on

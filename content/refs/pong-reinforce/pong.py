@@ -77,6 +77,7 @@ import multiprocessing as mp
 import multiprocessing.connection
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +119,8 @@ class Args:
     log_seconds: float = 60.0  # seconds between progress lines
     # --- evaluation and figures ---
     eval_episodes: int = 20  # full games against the built-in AI after training
-    gif_max_frames: int = 600  # frames of the play GIF (one per agent step)
-    gif_points: int = 3  # points shown in the play GIF
+    gif_max_frames: int = 600  # frames of the play GIF (one per agent step), up to its end
+    gif_tail_frames: int = 20  # frames the GIF goes on after the agent's point: its score changes
     determinism_episodes: int = 10  # episodes of each of the two short runs of the determinism check
     seed: int = 1  # the one seed every random stream derives from (set by --seed)
 
@@ -741,32 +742,44 @@ def evaluate(args: Args, W1T, W2, n_games: int) -> dict:
             "eval.points_for_mean": float(games[:, 0].mean()), "eval.points_against_mean": float(games[:, 1].mean())}
 
 
-def record_play(args: Args, W1T, W2, path: Path) -> int:
-    """An animated GIF of the agent (right, green) playing a few points. It starts after the first
-    step: the emulator's reset frame has other colours, and a paused clip shows its first frame."""
+def record_play(args: Args, W1T, W2, path: Path) -> dict:
+    """An animated GIF of the agent (right, green) playing the built-in AI, actions sampled as in
+    training, ending soon after the first point the agent wins: the last `gif_max_frames` agent
+    steps up to there.  A policy that wins no point in its first game (an early one) is shown
+    losing the game's last points.  Frames are those after each step (the emulator's reset frame
+    has other colours, and a paused clip shows its first frame).  Returns the clip's length and
+    the score when it ends, which the page's caption cannot know."""
     from PIL import Image
 
     rng, seeds = eval_rngs(args.seed + 1)
     env = make_env()
     frame = env.reset(seed=seeds[0])[0]
-    prev, frames, points = preprocess(frame), [], 0  # the first input is zeros, as in training
-    while len(frames) < args.gif_max_frames and points < args.gif_points:
+    prev, frames = preprocess(frame), deque(maxlen=args.gif_max_frames)  # first input zeros, as in training
+    points_for = points_against = 0
+    tail = None  # frames still to show after the agent's first point
+    while tail != 0:
         cur = preprocess(frame)
         idx, vals = frame_change(cur, prev)
         prev = cur
         p, _ = forward_sparse(W1T, W2, np.array([len(idx)]), idx, vals)
         frame, reward, terminated, truncated, _ = env.step(UP if rng.random() < p[0] else DOWN)
         frames.append(frame)
-        points += reward != 0
+        points_for += reward > 0
+        points_against += reward < 0
+        if tail is not None:
+            tail -= 1
+        elif reward > 0:
+            tail = args.gif_tail_frames
         if terminated or truncated:
             break
     env.close()
     for stride in (1, 2, 3, 4):  # keep the GIF under 3 MB
-        images = [Image.fromarray(f) for f in frames[::stride]]
+        images = [Image.fromarray(f) for f in list(frames)[::stride]]
         images[0].save(path, save_all=True, append_images=images[1:], duration=50 * stride, loop=0, optimize=True)
         if path.stat().st_size < 3_000_000:
             break
-    return len(frames)
+    return {"play.frames": len(frames), "play.points_for": int(points_for),
+            "play.points_against": int(points_against)}
 
 
 # ---------------------------------------------------------------- self-checks
@@ -1001,9 +1014,9 @@ def report_progress(args: Args, state_dir: Path | None, out: Path) -> None:
         raise SystemExit(f"no checkpoint to report on: {ckpt or 'give --state DIR'}")
     L = Learner.load(ckpt, args)
     plot_learning_curve(L, out, title=f"Pong from pixels: REINFORCE (학습 중, 에피소드 {L.episodes:,})")
-    record_play(args, L.W1T, L.W2, out / "play.gif")
+    play = record_play(args, L.W1T, L.W2, out / "play.gif")
     plot_weights(L.W1T, L.W2, out)
-    (out / "metrics.json").write_text(json.dumps(training_metrics(L), indent=1, sort_keys=True) + "\n")
+    (out / "metrics.json").write_text(json.dumps({**training_metrics(L), **play}, indent=1, sort_keys=True) + "\n")
     log(f"progress at episode {L.episodes}: running reward {L.running_reward:.2f}")
 
 
@@ -1019,13 +1032,13 @@ def main(argv=None) -> None:
     L, _ = train(args, ns.state, ns.resume)
     evaluation = evaluate(args, L.W1T, L.W2, args.eval_episodes)
     log("evaluation: " + json.dumps(evaluation))
-    frames = record_play(args, L.W1T, L.W2, ns.out / "play.gif")
+    play = record_play(args, L.W1T, L.W2, ns.out / "play.gif")
     plot_learning_curve(L, ns.out)
     plot_weights(L.W1T, L.W2, ns.out)
     metrics = {
         **training_metrics(L),
         "config.num_envs": 1 if args.faithful else args.num_envs,
-        **evaluation, **checks, "play.frames": frames, "run_seconds": time.perf_counter() - t0,
+        **evaluation, **checks, **play, "run_seconds": time.perf_counter() - t0,
     }
     (ns.out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     log(f"wrote {ns.out / 'metrics.json'}")
