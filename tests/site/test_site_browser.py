@@ -121,6 +121,7 @@ def test_a_game_clip_can_be_paused_and_played_again(open_page, base_url):
     clip = watch.page.locator(".digest-clip").first
     clip.scroll_into_view_if_needed()
     watch.page.wait_for_function(IMAGES_LOADED)
+    assert watch.page.locator("a .digest-clip").count() == 0  # its button would follow a link
     button = clip.get_by_role("button")
     assert button.get_attribute("aria-pressed") == "false"
     first, later = _two_looks(clip, watch.page)
@@ -169,6 +170,19 @@ def test_figures_keep_their_place_before_their_images_arrive(open_page, base_url
     assert before and all(height >= 100 for _, _, height in before)
     assert before == after  # nothing below a figure moves when it arrives
     assert loaded.errors == [] and loaded.failed == []
+
+
+def test_a_still_figure_opens_full_size_when_tapped_on_a_phone(open_page, base_url):
+    watch = open_page(PHONE)
+    watch.page.goto(base_url + PONG, wait_until="networkidle")
+    figure = watch.page.locator("a > img.ref-figure").first
+    figure.scroll_into_view_if_needed()
+    watch.page.wait_for_function(IMAGES_LOADED)
+    shown_width, src = figure.evaluate("i => [i.getBoundingClientRect().width, i.src]")
+    assert watch.errors == [] and watch.failed == []  # (an image alone asks the host's root for a favicon)
+    figure.click()
+    watch.page.wait_for_url(src)
+    assert watch.page.evaluate("document.images[0].naturalWidth") > shown_width  # larger than in the column
 
 
 def test_phone_search_opens_from_the_header(open_page, base_url, artifacts):
