@@ -417,6 +417,10 @@ class ShownFigure:
     label: str  # what it shows: alt text and the start of its caption
     size: tuple[int, int] | None  # CSS pixels (figure_size)
 
+    @property
+    def animated(self) -> bool:
+        return self.path.endswith((".gif", ".webp"))
+
 
 def _shown_figure(ref: Reference, folder: Path, site_folder: str, files: list[str], label: str) -> ShownFigure:
     """The file of one figure that pages show (``_figure_file``), from ``folder`` on disk."""
@@ -476,7 +480,7 @@ def _newest_still(ref: Reference) -> ShownFigure | None:
     """An unfinished run's first still progress figure, else the first still figure of the shown results."""
     for report in filter(None, (ref.unfinished(profile) for profile in ref.progress)):
         for figure in _progress_shown(ref, report):
-            if not figure.path.endswith((".gif", ".webp")):
+            if not figure.animated:
                 return figure
     shown = ref.shown()
     for stem in ref.manifest.figures if shown else ():
