@@ -371,6 +371,9 @@ def progress_folder(profile: str) -> str:
     return f"{profile}-progress"
 
 
+ANIMATED_SUFFIXES = (".gif", ".webp")  # figures that move: shown as they are, never linked
+
+
 def _figure_file(folder: Path, files: list[str]) -> str:
     """An animation (GIF/WebP) as it is; else the lighter of SVG and PNG.
 
@@ -378,7 +381,7 @@ def _figure_file(folder: Path, files: list[str]) -> str:
     smaller as PNG, so the page weight decides.
     """
     for file in files:
-        if file.endswith((".gif", ".webp")):
+        if file.endswith(ANIMATED_SUFFIXES):
             return file
     still = [f for f in files if f.endswith((".svg", ".png"))] or files
     return min(still, key=lambda f: (folder / f).stat().st_size if (folder / f).exists() else 0)
@@ -419,7 +422,7 @@ class ShownFigure:
 
     @property
     def animated(self) -> bool:
-        return self.path.endswith((".gif", ".webp"))
+        return self.path.endswith(ANIMATED_SUFFIXES)
 
 
 def _shown_figure(ref: Reference, folder: Path, site_folder: str, files: list[str], label: str) -> ShownFigure:
