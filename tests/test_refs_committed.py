@@ -30,12 +30,36 @@ def test_quick_profile_reproduces_committed_results(name):
     assert not drifts, drift_table(name, drifts)
 
 
-@pytest.mark.parametrize("name, profile", sorted((n, p) for n, ref in REFERENCES.items() for p in ref.progress))
-def test_committed_progress_is_what_the_committed_checkpoint_shows(name, profile, tmp_path):
-    ref = REFERENCES[name]
+# Profiles whose checkpoints are committed: while unfinished they show progress, once finished results.
+CHECKPOINTED = sorted((n, p) for n, ref in REFERENCES.items() if ref.manifest.progress
+                      for p in ref.manifest.profiles if ref.state_dir(p).is_dir())
+
+
+def _redraw(ref, profile, tmp_path):
     state = tmp_path / "state"
     shutil.copytree(ref.state_dir(profile), state, ignore=shutil.ignore_patterns(PROGRESS_DIR))
-    redrawn = report_progress(ref, profile, state_dir=state, progress=lambda line: None)
+    return report_progress(ref, profile, state_dir=state, progress=lambda line: None)
+
+
+@pytest.mark.parametrize("name, profile", CHECKPOINTED)
+def test_committed_progress_is_what_the_committed_checkpoint_shows(name, profile, tmp_path):
+    ref = REFERENCES[name]
+    if ref.unfinished(profile) is None:
+        pytest.skip(f"the {profile} run has finished: its results, not its progress, are shown")
+    redrawn = _redraw(ref, profile, tmp_path)
     committed = ref.progress[profile]
     assert redrawn.metrics == committed.metrics, f"redraw it: digest refs progress {name} --profile {profile}"
     assert redrawn.figures == committed.figures
+
+
+@pytest.mark.parametrize("name, profile", CHECKPOINTED)
+def test_finished_results_come_from_the_committed_checkpoint(name, profile, tmp_path):
+    """The training numbers a finished run's results show are those of the checkpoint committed
+    beside them, and no stale progress report is left to contradict them."""
+    ref = REFERENCES[name]
+    if profile not in ref.results:
+        pytest.skip(f"the {profile} run is unfinished: its progress is checked instead")
+    assert not ref.progress_dir(profile).exists(), f"remove {ref.progress_dir(profile)}: the run has finished"
+    from_checkpoint = _redraw(ref, profile, tmp_path).metrics
+    results = ref.results[profile].metrics
+    assert {k: results[k] for k in from_checkpoint} == from_checkpoint
