@@ -7,7 +7,7 @@
         and, to tell our side's cost from the sink's, (d) to a transport that discards
 
 The sink is `python -m aiosmtpd` with its discarding Sink handler, in its own process.
-Run: .venv/bin/python bench/digest.py [--count 10000] [--concurrency 1]
+Run: .venv/bin/python bench/digest_send.py [--count 10000] [--concurrency 1]
 """
 
 from __future__ import annotations
