@@ -8,6 +8,12 @@ data file or imported helper leaves stale results unseen. Here the hash covers:
 * every module of this project that the reference's Python files import,
   followed transitively.
 
+The hash is by content, not by place: a project module counts by its text, not by
+its path, and an import of a project module counts by the names it takes, not by
+the dotted path it takes them from. Moving a module between packages (and
+rewriting the imports that name it) leaves every hash as it was, so results stay
+fresh across a reorganisation of ``digest/``; changing a line of it does not.
+
 Package versions are not hashed; they are recorded next to the results and
 compared separately (a version change is a warning, a code change an error).
 """
@@ -91,21 +97,55 @@ def project_imports(py_files: list[Path]) -> list[Path]:
     return sorted(seen)
 
 
+def _line_offsets(source: bytes) -> list[int]:
+    """Byte offset of each line's start (ast positions are 1-based lines, UTF-8 byte columns)."""
+    offsets = [0]
+    for line in source.splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
+    return offsets
+
+
+def _is_project_import(node: ast.AST, package: str | None) -> bool:
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[0] in PROJECT_PACKAGES for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return (node.level > 0 and package is not None) or (node.module or "").split(".")[0] in PROJECT_PACKAGES
+    return False
+
+
+def _placeless_import(node: ast.Import | ast.ImportFrom) -> str:
+    """An import of project code with the module path left out: what it takes, not from where."""
+    names = ", ".join(alias.name.rsplit(".", 1)[-1] + (f" as {alias.asname}" if alias.asname else "")
+                      for alias in node.names)
+    return f"import <project> {names}" if isinstance(node, ast.Import) else f"from <project> import {names}"
+
+
+def placeless_source(path: Path) -> bytes:
+    """The file's bytes with each import of project code rewritten without its module path."""
+    source = path.read_bytes()
+    if path.suffix != ".py":
+        return source
+    package = _package_of(path)
+    offsets = _line_offsets(source)
+    spans = [(offsets[n.lineno - 1] + n.col_offset, offsets[n.end_lineno - 1] + n.end_col_offset, n)
+             for n in ast.walk(ast.parse(source)) if _is_project_import(n, package)]
+    for start, end, node in sorted(spans, key=lambda span: span[0], reverse=True):
+        source = source[:start] + _placeless_import(node).encode() + source[end:]
+    return source
+
+
 def code_sha256(ref_dir: Path) -> str:
-    """SHA-256 over the reference's files and the project modules they import."""
+    """SHA-256 over the reference's files and the project modules they import, by content."""
     ref_dir = Path(ref_dir)
     own = reference_files(ref_dir)
     imported = project_imports([p for p in own if p.suffix == ".py"])
     digest = hashlib.sha256()
-    for path in own + imported:
-        label = (
-            f"ref:{path.relative_to(ref_dir).as_posix()}"
-            if path.is_relative_to(ref_dir)
-            else f"project:{path.relative_to(PROJECT_ROOT).as_posix()}"
-        )
-        digest.update(label.encode() + b"\0")
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
+    for path in own:
+        digest.update(f"ref:{path.relative_to(ref_dir).as_posix()}".encode() + b"\0")
+        digest.update(placeless_source(path) + b"\0")
+    # the imported modules as a set of texts: sorted by their own hash, since their paths do not count
+    for module_hash in sorted(hashlib.sha256(placeless_source(path)).hexdigest() for path in imported):
+        digest.update(f"project:{module_hash}".encode() + b"\0")
     return digest.hexdigest()
 
 

@@ -167,6 +167,31 @@ def test_hash_follows_project_modules_the_reference_imports(tmp_path):
     assert "digest/validate.py" in names  # imported by digest/check.py: followed transitively
 
 
+def test_hash_is_by_content_so_moving_a_module_keeps_it_and_editing_one_changes_it(tmp_path, monkeypatch):
+    import digest.refhash as refhash
+
+    root = tmp_path / "project"
+    (root / "digest" / "figures").mkdir(parents=True)
+    (root / "digest" / "__init__.py").write_text("")
+    (root / "digest" / "style.py").write_text("from .palette import INK\n\ndef draw():\n    return INK\n")
+    (root / "digest" / "palette.py").write_text("INK = '#222'\n")
+    ref = root / "content" / "refs" / "toy"
+    ref.mkdir(parents=True)
+    (ref / "run.py").write_text("from digest.style import draw  # the figure style\nprint(draw())\n")
+    monkeypatch.setattr(refhash, "PROJECT_ROOT", root)
+    before = refhash.code_sha256(ref)
+
+    # the move: both modules into a subpackage, and the imports that name them rewritten
+    (root / "digest" / "figures" / "__init__.py").write_text("")
+    (root / "digest" / "style.py").rename(root / "digest" / "figures" / "style.py")
+    (root / "digest" / "palette.py").rename(root / "digest" / "figures" / "palette.py")
+    (ref / "run.py").write_text("from digest.figures.style import draw  # the figure style\nprint(draw())\n")
+    assert refhash.code_sha256(ref) == before
+
+    (root / "digest" / "figures" / "palette.py").write_text("INK = '#000'\n")  # imported two steps away
+    assert refhash.code_sha256(ref) != before
+
+
 def test_crash_is_reported_with_status_and_last_stderr_lines(project):
     (project / "refs/toy/mode.txt").write_text("crash")
     with pytest.raises(ReferenceRunError) as caught:
