@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.synthetic import write_content  # noqa: E402
-from digest.check import check  # noqa: E402
+from digest.pipeline.check import check  # noqa: E402
 
 
 def time_check(content: Path, repeat: int) -> tuple[float, float]:

@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-from digest.check import load_content  # noqa: E402
-from digest.compose import SEOUL, IsoWeek, compose, render  # noqa: E402
-from digest.deliver import Outcome, SendSettings, SmtpSettings, SmtpTransport, send  # noqa: E402
-from digest.mail import mail_settings  # noqa: E402
-from digest.store import SqliteStore, Subscriber  # noqa: E402
+from digest.mail.compose import SEOUL, IsoWeek, compose, render  # noqa: E402
+from digest.mail.deliver import Outcome, SendSettings, SmtpSettings, SmtpTransport, send  # noqa: E402
+from digest.mail.message import mail_settings  # noqa: E402
+from digest.pipeline.check import load_content  # noqa: E402
+from digest.subscribers.store import SqliteStore, Subscriber  # noqa: E402
 
 WEEK = "2016-W28"
 TAGS = ("reinforcement-learning", "backprop", "generative-models", "tools")

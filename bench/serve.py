@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from digest.store import open_store, sign_token  # noqa: E402
+from digest.subscribers.store import open_store, sign_token  # noqa: E402
 
 CLIENTS = 50
 SITE = "http://127.0.0.1:9"

@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import DigestError, UsageError
+from digest.errors import DigestError, UsageError
 
 DEFAULT_CONTENT = Path("content")
 
@@ -35,7 +35,7 @@ def _annotate(args) -> bool:
 
 
 def cmd_check(args) -> int:
-    from .check import check
+    from digest.pipeline.check import check
 
     result = check(args.content, args.paths)
     for line in result.lines(github=_annotate(args)):
@@ -44,7 +44,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .schema import all_schemas
+    from digest.content.schema import all_schemas
 
     schemas = all_schemas()
     if args.write:
@@ -59,7 +59,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_new(args) -> int:
-    from .new import new_note_from_args
+    from digest.authoring.new import new_note_from_args
 
     path = new_note_from_args(args)
     print(f"created {path}")
@@ -68,7 +68,7 @@ def cmd_new(args) -> int:
 
 
 def cmd_links(args) -> int:
-    from .links import Politeness, run
+    from digest.authoring.links import Politeness, run
 
     politeness = Politeness(per_host=args.per_host, delay=args.delay, timeout=args.timeout,
                             concurrency=args.concurrency)
@@ -83,14 +83,15 @@ def cmd_links(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .build import build
+    from digest.mkdocs_adapter import build_site
+    from digest.pipeline.build import build
 
-    build(args.content, site_dir=args.site_dir, outbox=args.outbox)
+    build(args.content, site_dir=args.site_dir, outbox=args.outbox, build_site=build_site)
     return 0
 
 
 def _selected_refs(args):
-    from .refs import load_references
+    from digest.refs.engine import load_references
 
     refs = load_references(args.content)
     unknown = [n for n in args.names if n not in refs]
@@ -100,7 +101,7 @@ def _selected_refs(args):
 
 
 def cmd_refs_run(args) -> int:
-    from .refs import run_reference
+    from digest.refs.engine import run_reference
 
     for ref in _selected_refs(args):
         run_reference(ref, args.profile, resume=args.resume, timeout=args.timeout, stop_after=args.stop_after)
@@ -108,7 +109,7 @@ def cmd_refs_run(args) -> int:
 
 
 def cmd_refs_progress(args) -> int:
-    from .refs import report_progress
+    from digest.refs.engine import report_progress
 
     for ref in _selected_refs(args):
         if args.names or ref.manifest.progress:  # by default, the references that show progress
@@ -117,7 +118,7 @@ def cmd_refs_progress(args) -> int:
 
 
 def cmd_refs_verify(args) -> int:
-    from .refs import drift_table, verify
+    from digest.refs.engine import drift_table, verify
 
     failed = 0
     for ref in _selected_refs(args):
@@ -131,7 +132,7 @@ def cmd_refs_verify(args) -> int:
 
 
 def cmd_refs_status(args) -> int:
-    from .refs import is_fresh, state_summary
+    from digest.refs.engine import is_fresh, state_summary
 
     for ref in _selected_refs(args):
         for profile in ref.manifest.profiles:
@@ -149,7 +150,7 @@ def cmd_refs_status(args) -> int:
 
 
 def _mail_config(args) -> tuple[dict, dict]:
-    from .mail import read_config
+    from digest.mail.message import read_config
 
     return os.environ, read_config(args.config or os.environ.get("DIGEST_CONFIG"))
 
@@ -163,15 +164,15 @@ def _mail_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _week(args, default):
-    from .compose import IsoWeek
+    from digest.mail.compose import IsoWeek
 
     return IsoWeek.parse(args.week) if args.week else default()
 
 
 def cmd_issue(args) -> int:
-    from .check import load_content
-    from .compose import compose, current_week, write_outbox
-    from .mail import mail_settings
+    from digest.mail.compose import compose, current_week, write_outbox
+    from digest.mail.message import mail_settings
+    from digest.pipeline.check import load_content
 
     env, config = _mail_config(args)
     content, _ = load_content(args.content)
@@ -185,18 +186,18 @@ def cmd_issue(args) -> int:
 
 def _store(args, env, config, create: bool = False):
     """The subscriber store; only the commands that add subscribers may start a new one."""
-    from .mail import setting
-    from .store import open_store
+    from digest.mail.message import setting
+    from digest.subscribers.store import open_store
 
     return open_store(args.store or setting(env, config, "send", "store"), create=create)
 
 
 def cmd_send(args) -> int:
-    from .check import load_content
-    from .compose import compose as compose_issue
-    from .compose import finished_week, render, weeks_with_notes
-    from .deliver import OutboxTransport, SmtpTransport, send, send_settings, smtp_settings, status_lines
-    from .mail import mail_settings
+    from digest.mail.compose import compose as compose_issue
+    from digest.mail.compose import finished_week, render, weeks_with_notes
+    from digest.mail.deliver import OutboxTransport, SmtpTransport, send, send_settings, smtp_settings, status_lines
+    from digest.mail.message import mail_settings
+    from digest.pipeline.check import load_content
 
     env, config = _mail_config(args)
     store = _store(args, env, config)
@@ -241,7 +242,7 @@ def _interrupt(signum, frame):
 
 
 def _known_tags(args) -> set[str]:
-    from .check import load_content
+    from digest.pipeline.check import load_content
 
     content, _ = load_content(args.content)
     return set(content.tags)
@@ -249,7 +250,7 @@ def _known_tags(args) -> set[str]:
 
 def _subscribers_list(args, store) -> int:
     """One line per subscriber; the address only with --addresses, else its keyed hash."""
-    from .store import keyed_hash
+    from digest.subscribers.store import keyed_hash
 
     secret = store.secret()
     for s in store.subscribers(args.status):
@@ -260,7 +261,7 @@ def _subscribers_list(args, store) -> int:
 
 def _subscribers_remove(args, store) -> int:
     """Erase one subscriber (topics, confirmations and ledger rows too)."""
-    from .store import keyed_hash
+    from digest.subscribers.store import keyed_hash
 
     found = store.get(args.id) if args.id is not None else store.find(args.address or "")
     if found is None or not store.remove(found.id):
@@ -289,7 +290,7 @@ def _subscribers_export(args, store) -> int:
 
 
 def _subscribers_purge(args, store) -> int:
-    from .store import PURGE_AFTER_DAYS
+    from digest.subscribers.store import PURGE_AFTER_DAYS
 
     days = PURGE_AFTER_DAYS if args.days is None else args.days
     erased = store.purge_unconfirmed(days)
@@ -302,7 +303,7 @@ SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, 
 
 
 def cmd_subscribers(args) -> int:
-    from .store import keyed_hash, read_csv
+    from digest.subscribers.store import keyed_hash, read_csv
 
     env, config = _mail_config(args)
     store = _store(args, env, config, create=args.action in ("add", "import"))
@@ -341,9 +342,9 @@ def cmd_subscribers(args) -> int:
 def cmd_serve(args) -> int:
     import dataclasses
 
-    from .check import load_content
-    from .mail import mail_settings
-    from .serve import run, serve_settings
+    from digest.mail.message import mail_settings
+    from digest.pipeline.check import load_content
+    from digest.service.app import run, serve_settings
 
     env, config = _mail_config(args)
     settings = serve_settings(env, config, host=args.host, port=args.port, mail=args.mail,
@@ -351,7 +352,7 @@ def cmd_serve(args) -> int:
     mail = dataclasses.replace(mail_settings(env, config), service_url=settings.base_url)
     smtp = None
     if settings.mail == "smtp":
-        from .deliver import smtp_settings
+        from digest.mail.deliver import smtp_settings
 
         mail.refuse_placeholders()
         smtp = smtp_settings(env, config)
@@ -526,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("purge", help="erase web sign-ups nobody confirmed (digest serve does it at start)",
                            description="Erase the pending sign-ups from the web form whose confirmation "
                                        "links all expired more than --days ago, with everything about them.")
-    a.add_argument("--days", type=float, default=None, help="default: a week (digest.store.PURGE_AFTER_DAYS)")
+    a.add_argument("--days", type=float, default=None,
+                   help="default: a week (PURGE_AFTER_DAYS in digest.subscribers.store)")
     for a in actions.choices.values():
         a.add_argument("--store", metavar="PATH", help="default: $DIGEST_STORE or var/subscribers.sqlite3")
         a.add_argument("--config", type=Path, metavar="FILE")

@@ -6,7 +6,7 @@
 
 MkDocs runs this file anew for every build, so per-build state lives in module
 globals here, and what should outlive a rebuild under ``mkdocs serve`` (Kiwi,
-its memo) lives in ``digest.search``.
+its memo) lives in ``digest.site.search``.
 
 MkDocs renders pages one by one in one process. A `mkdocs build` of many notes
 hands the generated pages outside the navigation to forked workers instead (one
@@ -37,10 +37,13 @@ from mkdocs.commands import build as mkdocs_build_module
 from mkdocs.exceptions import Abort, PluginError
 from mkdocs.structure.files import File, Files
 
-from digest import compose, load, sanitize, search
-from digest.check import load_content
+from digest.content import load
 from digest.errors import ContentInvalid, DigestError
-from digest.site import PageMemo, SiteConfig, render_site
+from digest.pipeline.check import load_content
+from digest.pipeline.publish import site_extras
+from digest.site import sanitize, search
+from digest.site.records import SiteConfig
+from digest.site.render import PageMemo, render_site
 
 CONTENT_DIR = "content"
 CONTENT_ENV = "DIGEST_CONTENT"  # another content folder (benchmarks, tests): same site, other notes
@@ -48,10 +51,11 @@ CACHE_DIR = ".cache/search"  # beside the content folder, gitignored
 
 log = logging.getLogger("mkdocs.plugins.digest")
 SERVICE_ENV = "DIGEST_SERVICE_URL"  # where the site's subscribe form posts (`digest serve`)
+LOCAL_SERVICE = "http://127.0.0.1:8470/"  # unset: the loopback `digest serve` a newcomer can start
 WORKERS_ENV = "DIGEST_BUILD_WORKERS"  # processes that render pages; 1 = all in MkDocs's own loop
 MIN_SHARE = 200  # pages below which a worker costs more (fork, env) than it saves
 
-_generated_pages: dict = {}  # docs path → digest.site.Page, for the pages made from content/ in this build
+_generated_pages: dict = {}  # docs path → digest.site.render.Page, for the pages made from content/ in this build
 _workers: list = []  # the forked workers of this build: (pid, report path)
 _elsewhere: list = []  # generated files MkDocs's loop does not see: a worker's, or unchanged under serve
 _build_state: dict = {}  # every page, nav, theme env: for the sitemap written at the end
@@ -59,7 +63,7 @@ _build_state: dict = {}  # every page, nav, theme env: for the sitemap written a
 
 def on_startup(command, dirty):
     """Under `mkdocs serve`, Kiwi stays loaded between rebuilds (this file is re-run for each rebuild;
-    digest.search is not, so the flag lives there)."""
+    digest.site.search is not, so the flag lives there)."""
     _served.active = command == "serve"
     search.keep_analyzer = _served.active
     load.remember_parses(_served.active)
@@ -85,8 +89,8 @@ def on_files(files, config):
     started = time.perf_counter()
     try:
         content, refs = _given["loaded"] if _given else load_content(_content_root(config))
-        site = render_site(content, refs, _site_config(config), compose.site_extras(content, config.site_url or ""),
-                           memo=_served.memo if _served.active else None)
+        extras = site_extras(content, config.site_url or "", _service_url(config.extra or {}))
+        site = render_site(content, refs, _site_config(config), extras, memo=_served.memo if _served.active else None)
     except ContentInvalid as exc:
         lines = "\n".join(d.format() for d in exc.diagnostics if d.severity == "error")
         raise PluginError(f"content has errors:\n{lines}") from None
@@ -455,7 +459,6 @@ def _site_config(config) -> SiteConfig:
         site_url=config.site_url or SiteConfig.site_url,
         site_name=config.site_name or SiteConfig.site_name,
         cache_dir=_content_root(config).parent / CACHE_DIR,
-        service_url=_service_url(extra),
     )
 
 
@@ -464,7 +467,13 @@ def _service_url(extra: dict) -> str | None:
     no form; unset, mkdocs.yml's ``extra.subscribe_url`` or the loopback `digest serve`."""
     if SERVICE_ENV in os.environ:
         return os.environ[SERVICE_ENV].strip() or None
-    return extra.get("subscribe_url") or SiteConfig.service_url
+    return extra.get("subscribe_url") or LOCAL_SERVICE
+
+
+def build_site(site_dir: Path, content_root: Path, loaded: tuple) -> None:
+    """`digest build`'s site step (``digest.pipeline.build.SiteBuilder``): mkdocs.yml's site from content
+    the pipeline has loaded and checked."""
+    build(site_dir=str(site_dir), content=(content_root, loaded))
 
 
 def on_shutdown():

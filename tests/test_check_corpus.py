@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from digest import cli
-from digest.check import check
+from digest.pipeline.check import check
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT = ROOT / "content"
@@ -343,7 +343,7 @@ def test_tabs_inside_quoted_values_and_the_literal_body_are_content(tmp_path, ca
     rc = cli.main(["check", "--content", str(content)])
     out = capsys.readouterr().out.splitlines()
     assert rc == 0 and out == [f"digest check ok: {files_in(content)} file(s), 0 error(s), 0 warning(s)"], out
-    from digest.check import load_content
+    from digest.pipeline.check import load_content
 
     written = load_content(content)[0].notes[0]
     assert "all:\n\tgo build ./...\n" in written.body and written.summary == "탭이\t들어간 요약이다."

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digest.check import check
+from digest.pipeline.check import check
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT = ROOT / "content"

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from test_mail_support import INTRO, ROOT, WEEK, mail_env, perl_parse, write_content
 
 from digest import cli
-from digest.check import load_content
-from digest.compose import IsoWeek, compose, render
-from digest.deliver import (
+from digest.errors import AddressInvalid, MailSettingsError, SendInProgress, SendPaused
+from digest.mail.compose import IsoWeek, compose, render
+from digest.mail.deliver import (
     OutboxTransport,
     SendSettings,
     SmtpSettings,
@@ -25,9 +25,9 @@ from digest.deliver import (
     send,
     status_lines,
 )
-from digest.errors import AddressInvalid, MailSettingsError, SendInProgress, SendPaused
-from digest.mail import DkimSigner, mail_settings
-from digest.store import SqliteStore, keyed_hash, open_store, verify_token
+from digest.mail.message import DkimSigner, mail_settings
+from digest.pipeline.check import load_content
+from digest.subscribers.store import SqliteStore, keyed_hash, open_store, verify_token
 
 FAST = SendSettings(backoff=0.01, progress_every=0)
 smtp_server = test_mail_support.smtp_server  # the fixture: a recording SMTP server on 127.0.0.1
@@ -96,7 +96,7 @@ def test_the_store_reopens_and_keeps_its_secret(tmp_path):
 
 
 def test_tokens_name_one_subscriber_for_one_purpose(store):
-    from digest.store import sign_token
+    from digest.subscribers.store import sign_token
 
     secret = store.secret()
     token = sign_token(secret, "unsubscribe", 12)
@@ -177,7 +177,7 @@ def test_send_command_defaults_to_the_outbox_and_reports_status(store, content, 
 
 
 def test_send_without_a_week_reports_on_last_week_not_the_one_just_begun(store, content, monkeypatch, capsys):
-    from digest.compose import finished_week
+    from digest.mail.compose import finished_week
 
     monkeypatch.setenv("DIGEST_STORE", str(store.path))
     assert cli.main(["send", "--status", "--content", str(content.root)]) == 0

@@ -15,12 +15,12 @@ from smtpkit import running_smtp
 from test_mail_support import INTRO, ROOT, WEEK, Recorder, mail_env, write_content
 
 from digest import cli
-from digest.check import load_content
-from digest.compose import IsoWeek, compose, render
-from digest.deliver import SendSettings, SmtpSettings, SmtpTransport, send, smtp_settings
 from digest.errors import DeliveryError, MailSettingsError
-from digest.mail import mail_settings
-from digest.store import open_store
+from digest.mail.compose import IsoWeek, compose, render
+from digest.mail.deliver import SendSettings, SmtpSettings, SmtpTransport, send, smtp_settings
+from digest.mail.message import mail_settings
+from digest.pipeline.check import load_content
+from digest.subscribers.store import open_store
 
 READERS = [f"reader{i}@example.org" for i in range(5)]
 FAST = SendSettings(backoff=0.01, progress_every=0)

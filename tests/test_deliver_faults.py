@@ -26,7 +26,7 @@ import pytest
 from smtpkit import running_smtp
 from test_mail_support import INTRO, WEEK, Recorder, mail_env, write_content
 
-from digest.store import open_store
+from digest.subscribers.store import open_store
 
 READERS = 25
 MIN_KILLS = 20

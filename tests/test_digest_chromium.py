@@ -16,11 +16,11 @@ import pytest
 import test_mail_support
 from test_mail_support import INTRO, ROOT, WEEK, mail_env, write_content
 
-from digest.check import load_content
-from digest.compose import IsoWeek, compose, render
-from digest.deliver import SendSettings, SmtpSettings, SmtpTransport, send
-from digest.mail import mail_settings
-from digest.store import open_store
+from digest.mail.compose import IsoWeek, compose, render
+from digest.mail.deliver import SendSettings, SmtpSettings, SmtpTransport, send
+from digest.mail.message import mail_settings
+from digest.pipeline.check import load_content
+from digest.subscribers.store import open_store
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

@@ -18,9 +18,8 @@ import pytest
 from test_mail_support import INTRO, ROOT, WEEK, mail_env, perl_parse, write_content
 
 from digest import cli
-from digest.build import compose_digest
-from digest.check import check, load_content
-from digest.compose import (
+from digest.errors import UsageError
+from digest.mail.compose import (
     PREVIEW,
     SEOUL,
     IsoWeek,
@@ -36,9 +35,10 @@ from digest.compose import (
     width,
     write_outbox,
 )
-from digest.errors import UsageError
-from digest.mail import POLICY, mail_settings
-from digest.store import Subscriber, verify_token
+from digest.mail.message import POLICY, mail_settings
+from digest.pipeline.build import compose_digest
+from digest.pipeline.check import check, load_content
+from digest.subscribers.store import Subscriber, verify_token
 
 GOLDEN = Path(__file__).parent / "golden" / "email"
 NOW = dt.datetime(2016, 7, 18, 9, 0, tzinfo=SEOUL)
@@ -243,13 +243,13 @@ def test_headers_carry_list_unsubscribe_and_one_click_post(content, settings):
 def test_topics_pick_the_notes_without_rendering_again(content, settings, monkeypatch):
     issue = issue_of(content, settings)
     template = render(issue, content, settings, SECRET, NOW)
-    import digest.compose
+    import digest.mail.compose
 
     def no_render(*args, **kwargs):
         raise AssertionError("rendered again for one recipient")
 
-    monkeypatch.setattr(digest.compose, "environment", no_render)
-    monkeypatch.setattr(digest.compose, "_inliner", no_render)
+    monkeypatch.setattr(digest.mail.compose, "environment", no_render)
+    monkeypatch.setattr(digest.mail.compose, "_inliner", no_render)
     text, html = template.parts(Subscriber(7, "r@example.org", ("backprop",)))
     text = text.replace("\r\n", "\n")
     assert "게이트로 보는 역전파" in text and "픽셀로 배우는 퐁" not in text
@@ -369,8 +369,8 @@ def test_web_pages_and_atom_feed_of_issues(content, settings):
 
 
 def test_the_sites_extras_hook_takes_the_issue_pages_feed_and_latest_issue(content, settings):
-    from digest.compose import site_extras
-    from digest.site import render_site
+    from digest.pipeline.publish import site_extras
+    from digest.site.render import render_site
 
     site = render_site(content, {}, extras=site_extras(content, settings.site_url))
     pages = {p.path: p.text for p in site.pages}

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from loopback import reply
 
+from digest.authoring.links import body_urls, collect
 from digest.cli import main
-from digest.links import body_urls, collect
 
 
 class Site(ThreadingHTTPServer):

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from digest.errors import AddressInvalid, MailSettingsError
-from digest.mail import POLICY, fold_address, header_text, mail_settings, subject_line
-from digest.store import normalize_address
+from digest.mail.message import POLICY, fold_address, header_text, mail_settings, subject_line
+from digest.subscribers.store import normalize_address
 
 HANGUL = st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3)
 ASCII = st.characters(min_codepoint=0x21, max_codepoint=0x7E)

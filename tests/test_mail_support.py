@@ -203,7 +203,7 @@ def test_recorder_records_and_refuses_as_scripted(smtp_server):
 
 
 def test_sample_content_is_valid(tmp_path):
-    from digest.check import load_content
+    from digest.pipeline.check import load_content
 
     content, _ = load_content(write_content(tmp_path, intro=INTRO))
     assert len(content.published) == 4 and WEEK in content.intros

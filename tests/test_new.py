@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from digest.check import check
+from digest.authoring.romanize import slugify
 from digest.cli import main
-from digest.romanize import slugify
-from digest.validate import TEMPLATE_BODY
+from digest.content.validate import TEMPLATE_BODY
+from digest.pipeline.check import check
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = ["--summary", "카패시의 퐁 강화학습 글을 따라 해 본 기록."]
@@ -115,7 +115,7 @@ def test_new_quotes_titles_that_would_break_yaml(project):
     write_own_body(project)
     result = check(project, today=dt.date(2026, 1, 1))
     assert result.ok, result.lines()
-    from digest.check import load_content
+    from digest.pipeline.check import load_content
 
     note = load_content(project, today=dt.date(2026, 1, 1))[0].notes[0]
     assert note.title == title

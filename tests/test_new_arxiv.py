@@ -25,14 +25,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from loopback import reply
 
-from digest.authors import fold, match, person_id
-from digest.check import check, load_content
+from digest.authoring.authors import fold, match, person_id
+from digest.authoring.metadata import parse_arxiv_id
 from digest.cli import main
+from digest.content.model import Person, Source
+from digest.content.validate import TEMPLATE_BODY
+from digest.content.yamlread import parse
 from digest.errors import UsageError
-from digest.metadata import parse_arxiv_id
-from digest.model import Person, Source
-from digest.validate import TEMPLATE_BODY
-from digest.yamlread import parse
+from digest.pipeline.check import check, load_content
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "arxiv"

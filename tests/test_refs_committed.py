@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.refs import PROGRESS_DIR, drift_table, is_fresh, load_references, report_progress, verify
+from digest.refs.engine import PROGRESS_DIR, drift_table, is_fresh, load_references, report_progress, verify
 
 CONTENT = Path(__file__).resolve().parent.parent / "content"
 REFERENCES = load_references(CONTENT)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from digest.check import check
 from digest.cli import main
 from digest.errors import ReferenceRunError, UsageError
-from digest.refhash import code_sha256, project_imports
-from digest.refs import compare, drift_table, load_references, report_progress, run_reference, verify
+from digest.pipeline.check import check
+from digest.refs.codehash import code_sha256, project_imports
+from digest.refs.engine import compare, drift_table, load_references, report_progress, run_reference, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2026, 11, 23)
@@ -161,14 +161,14 @@ def test_editing_code_or_data_makes_check_fail_until_rerun(project):
 
 def test_hash_follows_project_modules_the_reference_imports(tmp_path):
     script = tmp_path / "uses_project.py"
-    script.write_text("from digest.check import check\n")
+    script.write_text("from digest.pipeline.check import check\n")
     names = {p.relative_to(ROOT).as_posix() for p in project_imports([script])}
-    assert "digest/check.py" in names
-    assert "digest/validate.py" in names  # imported by digest/check.py: followed transitively
+    assert "digest/pipeline/check.py" in names
+    assert "digest/content/validate.py" in names  # imported by digest/pipeline/check.py: followed transitively
 
 
 def test_hash_is_by_content_so_moving_a_module_keeps_it_and_editing_one_changes_it(tmp_path, monkeypatch):
-    import digest.refhash as refhash
+    import digest.refs.codehash as refhash
 
     root = tmp_path / "project"
     (root / "digest" / "figures").mkdir(parents=True)
@@ -318,8 +318,8 @@ def test_resume_continues_other_code_with_the_same_checkpoint_format(project):
     assert any(f"continuing checkpoints written by code {first.code_sha256[:12]}" in line for line in said)
     assert second.code_sha256 != first.code_sha256 and second.trained_with == [first.code_sha256]
     # what the site says about the run: its own code and the code it continued
-    from digest.check import load_content
-    from digest.site import render_site
+    from digest.pipeline.check import load_content
+    from digest.site.render import render_site
 
     content, refs = load_content(project, today=TODAY)
     page = next(p for p in render_site(content, refs).pages if p.path == "notes/2016/toy-note.md")
@@ -364,8 +364,8 @@ def pause_full_run(project: Path, said=None) -> None:
 
 
 def toy_page(project: Path):
-    from digest.check import load_content
-    from digest.site import render_site
+    from digest.pipeline.check import load_content
+    from digest.site.render import render_site
 
     content, refs = load_content(project, today=TODAY)
     site = render_site(content, refs)
@@ -501,8 +501,8 @@ def test_directive_errors_point_at_the_body(project):
 
 
 def test_site_shows_values_figures_and_provenance(project):
-    from digest.check import load_content
-    from digest.site import render_site
+    from digest.pipeline.check import load_content
+    from digest.site.render import render_site
 
     run_reference(toy(project), "quick", progress=lambda line: None)
     content, refs = load_content(project, today=TODAY)
@@ -537,8 +537,8 @@ def test_a_caption_shows_as_written_whatever_markdown_it_holds(project):
 
 
 def test_site_refuses_to_publish_a_note_whose_results_are_missing(project):
-    from digest.check import load_content
-    from digest.site import render_site
+    from digest.pipeline.check import load_content
+    from digest.site.render import render_site
 
     content, refs = load_content(project, today=TODAY)
     with pytest.raises(ReferenceRunError, match="has no results"):
@@ -546,7 +546,7 @@ def test_site_refuses_to_publish_a_note_whose_results_are_missing(project):
 
 
 def test_build_reruns_only_stale_references(project):
-    from digest.build import refresh_references
+    from digest.pipeline.build import refresh_references
 
     refresh_references(project)
     results = project / "refs/toy/results/quick/results.json"
@@ -559,7 +559,7 @@ def test_build_reruns_only_stale_references(project):
 
 
 def test_site_picks_the_lighter_still_image_and_keeps_animations(tmp_path):
-    from digest.site import _figure_file
+    from digest.site.render import _figure_file
 
     (tmp_path / "weights.png").write_bytes(b"x" * 100)
     (tmp_path / "weights.svg").write_bytes(b"x" * 1000)  # an image-like figure: PNG is lighter

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from digest.model import KINDS, Note
-from digest.schema import all_schemas
-from digest.validate import field_specs
+from digest.content.model import KINDS, Note
+from digest.content.schema import all_schemas
+from digest.content.validate import field_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 

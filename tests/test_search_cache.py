@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from digest import search
-from digest.check import load_content
-from digest.site import note_page, url_of
+from digest.pipeline.check import load_content
+from digest.site import search
+from digest.site.render import note_page, url_of
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ import test_serve_support
 from test_mail_support import write_content
 from test_serve_support import SITE_ORIGIN, confirm_link, csrf_of, mails_to, settled, start_server
 
-from digest.store import keyed_hash, open_store, sign_expiring, sign_token
+from digest.subscribers.store import keyed_hash, open_store, sign_expiring, sign_token
 
 recording_smtp = test_serve_support.recording_smtp
 _addresses = itertools.count(1)
@@ -378,7 +378,7 @@ def test_logs_carry_keyed_hashes_never_addresses(served):
     time.sleep(0.2)
     log = server.log_text()
     assert "private" not in log and "@example.org" not in log
-    from digest.store import keyed_hash
+    from digest.subscribers.store import keyed_hash
 
     assert keyed_hash(store.secret(), address) in log
 
@@ -391,7 +391,7 @@ def test_the_service_says_at_start_which_site_may_post_its_form(served):
 
 def test_the_public_url_falls_back_to_the_one_emails_carry_and_must_be_a_web_address():
     from digest.errors import MailSettingsError
-    from digest.serve import serve_settings
+    from digest.service.app import serve_settings
 
     env = {"DIGEST_SECRET": "k" * 64, "DIGEST_SERVICE_URL": "https://subscribe.example.org"}
     assert serve_settings(env, {}, host="0.0.0.0").base_url == "https://subscribe.example.org/"
@@ -407,7 +407,7 @@ def test_a_service_on_loopback_takes_the_form_of_a_local_mkdocs_serve_preview(se
     with server.client(headers={"Origin": "http://127.0.0.1:8000"}) as client:  # no cookie, no CSRF field
         assert client.post("subscribe", data={"email": address}).status_code == 200
     assert len(mails_to(recorder, address)) == 1
-    from digest.serve import serve_settings
+    from digest.service.app import serve_settings
 
     public = serve_settings({"DIGEST_SECRET": "k" * 64}, {}, host="0.0.0.0")
     assert public.allowed_origins == ()  # a service others reach takes the form from its site only

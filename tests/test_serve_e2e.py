@@ -28,8 +28,8 @@ import test_serve_support
 from test_mail_support import ROOT, free_port, write_content
 from test_serve_support import confirm_link, mails_to, start_server
 
-from digest.serve import subscribe_form_html
-from digest.store import open_store
+from digest.service.app import subscribe_form_html
+from digest.subscribers.store import open_store
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

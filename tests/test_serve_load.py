@@ -26,7 +26,7 @@ import pytest
 from test_mail_support import write_content
 from test_serve_support import SITE_ORIGIN, start_server
 
-from digest.store import open_store, sign_expiring, sign_token
+from digest.subscribers.store import open_store, sign_expiring, sign_token
 
 CLIENTS = 50
 ADDRESSES = 1000

@@ -19,23 +19,12 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from digest.check import load_content
-from digest.directives import format_metric
-from digest.model import KINDS, Tag
-from digest.site import (
-    DuplicatePageError,
-    Extras,
-    Link,
-    Page,
-    SiteConfig,
-    TextFile,
-    http_url,
-    paginate,
-    relative_url,
-    render_site,
-    url_of,
-)
-from digest.store import PURGE_AFTER_DAYS
+from digest.content.directives import format_metric
+from digest.content.model import KINDS, Tag
+from digest.pipeline.check import load_content
+from digest.site.records import Extras, Link, Page, SiteConfig, TextFile
+from digest.site.render import DuplicatePageError, http_url, paginate, relative_url, render_site, url_of
+from digest.subscribers.store import PURGE_AFTER_DAYS
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "site" / "golden"
@@ -45,8 +34,13 @@ TODAY = dt.date(2026, 11, 23)
 
 @pytest.fixture(scope="module")
 def real():
+    """The real content's site, with the subscribe form a local build embeds (no digest issues)."""
+    from digest.mkdocs_adapter import LOCAL_SERVICE
+    from digest.service.app import subscribe_form_html
+
     content, refs = load_content(ROOT / "content", today=TODAY)
-    return content, refs, render_site(content, refs)
+    form = subscribe_form_html(LOCAL_SERVICE, content.tags)
+    return content, refs, render_site(content, refs, extras=Extras(subscribe_form=form))
 
 
 def pages_of(site) -> dict[str, Page]:
@@ -304,11 +298,14 @@ def test_references_page_says_when_a_reference_has_no_results_and_no_notes(real)
 
 
 def test_home_and_subscribe_pages_embed_the_subscribe_form_outside_the_sanitizer():
-    from digest.check import load_content
-    from digest.site import SiteConfig, render_site
+    from digest.pipeline.check import load_content
+    from digest.site.records import SiteConfig
+    from digest.site.render import render_site
 
     content, refs = load_content(Path(__file__).resolve().parent.parent / "content")
-    site = render_site(content, refs, SiteConfig(service_url="https://digest.example.org/"))
+    from digest.pipeline.publish import site_extras
+
+    site = render_site(content, refs, SiteConfig(), site_extras(content, "", "https://digest.example.org/"))
     pages = {p.path: p for p in site.pages}
     for path in ("index.md", "subscribe/index.md"):
         form = pages[path].trusted_after
@@ -321,13 +318,15 @@ def test_home_and_subscribe_pages_embed_the_subscribe_form_outside_the_sanitizer
 
 def test_without_a_subscription_service_the_pages_offer_the_feed_instead_of_a_dead_form(real):
     content, refs, _ = real
-    pages = pages_of(render_site(content, refs, SiteConfig(service_url=None)))
+    from digest.pipeline.publish import site_extras
+
+    pages = pages_of(render_site(content, refs, SiteConfig(), site_extras(content, "", None)))
     for path in ("index.md", "subscribe/index.md"):
         assert pages[path].trusted_after == "" and "<form" not in pages[path].before
         assert "이메일 구독 신청은 아직 받지 않습니다" in pages[path].before
         feed = relative_url("digest/feed.xml", path)
         assert f'<a href="{feed}">다이제스트 Atom 피드</a>로 같은 내용' in pages[path].before
-    with_service = pages_of(render_site(content, refs, SiteConfig(service_url="https://s.example.org/")))
+    with_service = pages_of(render_site(content, refs, SiteConfig(), site_extras(content, "", "https://s.example.org/")))
     assert "아직 받지 않습니다" not in with_service["index.md"].before
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from digest.errors import AddressInvalid, SendInProgress, StoreError, UsageError
-from digest.store import (
+from digest.subscribers.store import (
     MIGRATIONS,
     PostgresStore,
     SqliteStore,

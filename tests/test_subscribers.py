@@ -10,7 +10,7 @@ import pytest
 from test_mail_support import write_content
 
 from digest import cli
-from digest.store import keyed_hash, open_store
+from digest.subscribers.store import keyed_hash, open_store
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""What both references' figures share (digest/refstyle.py)."""
+"""What both references' figures share (digest/refs/style.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from digest.refstyle import save_figure  # noqa: E402
+from digest.refs.style import save_figure  # noqa: E402
 
 
 def _draw():
@@ -37,7 +37,7 @@ def test_the_same_figure_saved_twice_makes_the_same_files(tmp_path):
 def test_a_figure_is_sized_in_css_pixels_whether_svg_or_png(tmp_path):
     # pages write a figure's size on its <img> (site.figure_size); a browser shows an SVG at its
     # width in points, 4/3 CSS pixel each, and a PNG at one CSS pixel per pixel
-    from digest.site import figure_size
+    from digest.site.render import figure_size
 
     save_figure(_draw(), tmp_path, "curve", dpi=96)
     svg, png = figure_size(tmp_path / "curve.svg"), figure_size(tmp_path / "curve.png")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sitekit import ROOT, Elements, mkdocs_build
 
-from digest.mail import mail_settings, site_url_default
+from digest.mail.message import mail_settings, site_url_default
 
 FORK_SITE = "https://notes.example.org/ml/"
 FORK_REPO = "https://github.com/someone/ml-notes-fork"

@@ -17,7 +17,7 @@ import feedparser
 import pytest
 from sitekit import ROOT, Elements, mkdocs_build
 
-from digest import sanitize
+from digest.site import sanitize
 
 CORPUS = Path(__file__).parent / "xss_payloads.txt"
 # URLs that pass `digest check` (http, a host, no space) yet try to break out of an attribute.
@@ -71,7 +71,7 @@ def test_corpus_is_large_enough():
 
 @pytest.mark.parametrize("url", REFUSED_URL_PAYLOADS)
 def test_validator_refuses_links_with_raw_markup(url):
-    from digest.validate import url_problem
+    from digest.content.validate import url_problem
 
     assert "percent-encoded" in url_problem(url)
 

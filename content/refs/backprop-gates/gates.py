@@ -59,7 +59,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from digest.refstyle import save_figure, use_korean_font  # noqa: E402 - Korean labels, reproducible files
+from digest.refs.style import save_figure, use_korean_font  # noqa: E402 - Korean labels, reproducible files
 
 
 @dataclass

@@ -85,7 +85,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
-from digest.refstyle import save_figure, use_korean_font  # Korean labels, reproducible files
+from digest.refs.style import save_figure, use_korean_font  # Korean labels, reproducible files
 
 gym.register_envs(ale_py)
 

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import email_validator
 
-from .errors import AddressInvalid, SendInProgress, StoreError, UsageError
+from digest.errors import AddressInvalid, SendInProgress, StoreError, UsageError
 
 DEFAULT_LOCATION = "var/subscribers.sqlite3"
 STATUSES = ("pending", "confirmed", "unsubscribed")

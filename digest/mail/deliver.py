@@ -32,10 +32,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import AddressInvalid, DeliveryError, MailSettingsError, SendPaused
-from .files import beside
-from .mail import MessageTemplate, setting
-from .store import Subscriber, SubscriberStore, keyed_hash
+from digest.errors import AddressInvalid, DeliveryError, MailSettingsError, SendPaused
+from digest.files import beside
+from digest.mail.message import MessageTemplate, setting
+from digest.subscribers.store import Subscriber, SubscriberStore, keyed_hash
 
 AMBIGUOUS_REASON = "the sender stopped after the end of the message, before the server's reply"
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")

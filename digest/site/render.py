@@ -7,7 +7,7 @@ means a new adapter, not new rendering.
 Every page is Markdown whose structure (cards, meta lines, pagers) is HTML written
 by the templates in ``templates/site/``, with every YAML field auto-escaped; only
 a note's body is Markdown from the note. The adapter sanitizes the HTML that
-MkDocs makes of it (``digest.sanitize``). Links inside that HTML are relative to
+MkDocs makes of it (``digest.site.sanitize``). Links inside that HTML are relative to
 the page's own URL (``href``), so the site works under any base path.
 
 Every page's size is independent of the number of notes: lists are paginated and
@@ -23,7 +23,7 @@ import posixpath
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,94 +32,12 @@ import jinja2
 import PIL.Image
 from markupsafe import Markup, escape
 
-from . import directives, search
-from .errors import DigestError, ReferenceRunError
-from .model import KINDS, Content, Note
-from .refs import Reference, Results
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    """What pages need to know about where the site and its sources live."""
-
-    repo_url: str = "https://github.com/example/ml-notes"
-    branch: str = "main"
-    site_url: str = "https://example.github.io/ml-notes/"
-    site_name: str = "ML 읽기 노트"
-    page_size: int = 20  # notes per archive page (tag, person, kind, month)
-    home_size: int = 12  # cards on the home page
-    feed_size: int = 20  # entries per feed
-    cache_dir: Path | None = None  # where search analysis is cached by content hash
-    # `digest serve`: where the subscribe form posts; None: no service, so no form (feeds only)
-    service_url: str | None = "http://127.0.0.1:8470/"
-
-    def source_url(self, path: str) -> str:
-        return f"{self.repo_url.rstrip('/')}/blob/{self.branch}/{path}"
-
-    def edit_url(self, path: str) -> str:
-        return f"{self.repo_url.rstrip('/')}/edit/{self.branch}/{path}"
-
-    def absolute(self, url: str) -> str:
-        """Absolute address of a site-relative URL such as ``notes/2016/x/``."""
-        return self.site_url.rstrip("/") + "/" + url
-
-
-@dataclass(frozen=True)
-class Page:
-    """A page: Markdown for the generator, and HTML it places before and after the rendered Markdown.
-
-    Archive pages are all HTML (``text`` holds only their front matter): Python-Markdown
-    would spend most of a build parsing their raw HTML for nothing.
-    """
-
-    path: str  # source path inside the docs tree, e.g. "notes/2016/slug.md"
-    text: str  # Markdown, with YAML front matter
-    before: str = ""  # HTML
-    after: str = ""  # HTML
-    # HTML from our own templates that the sanitizer must not see (it drops forms): the subscribe form.
-    trusted_after: str = ""
-
-
-@dataclass(frozen=True)
-class Asset:
-    path: str  # path inside the site, e.g. "refs/pong-reinforce/full/learning_curve.svg"
-    source: Path  # the file to copy
-
-
-@dataclass(frozen=True)
-class TextFile:
-    path: str  # path inside the site, e.g. "feed.xml"
-    text: str  # written as is
-
-
-@dataclass(frozen=True)
-class Link:
-    """Something another stage publishes, as the home page shows it (e.g. the latest digest issue)."""
-
-    title: str
-    path: str  # page path in the docs tree, e.g. "digest/2016-W26.md"
-    date: dt.date
-    summary: str = ""
-
-
-@dataclass(frozen=True)
-class Extras:
-    """The hook for later stages: the weekly digest adds its issue pages, its feed and the latest issue.
-
-    Pages are Markdown like ours (and sanitized like ours by the adapter); files
-    are written as they are; ``latest_issue`` gets a card on the home page.
-    """
-
-    pages: Sequence[Page] = ()
-    files: Sequence[TextFile] = ()
-    latest_issue: Link | None = None
-
-
-@dataclass(frozen=True)
-class Site:
-    pages: list[Page]
-    assets: list[Asset]
-    files: list[TextFile] = field(default_factory=list)
+from digest.content import directives
+from digest.content.model import KINDS, Content, Note
+from digest.errors import DigestError, ReferenceRunError
+from digest.refs.engine import Reference, Results
+from digest.site import search
+from digest.site.records import Asset, Extras, Page, Site, SiteConfig, TextFile
 
 
 class DuplicatePageError(DigestError):
@@ -647,13 +565,10 @@ class _Pages:
             self.add_kept(listing.path, template, listing=listing, **context)
 
 
-def _embed_subscribe_form(pages: _Pages, content: Content, config: SiteConfig) -> None:
+def _embed_subscribe_form(pages: _Pages, form: str) -> None:
     """The subscribe form on the home page and /subscribe/, after sanitizing (it drops forms)."""
-    from .serve import subscribe_form_html
-
-    if config.service_url is None:  # the pages say so and point to the feeds
+    if not form:  # the pages say so and point to the feeds
         return
-    form = subscribe_form_html(config.service_url, content.tags)
     for path in ("index.md", "subscribe/index.md"):
         pages.pages[path] = dataclasses.replace(pages.pages[path], trusted_after=form)
 
@@ -670,7 +585,7 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
     search_files = search.index_files(content, config.cache_dir, note_url=lambda n: url_of(note_page(n)))
 
     pages.add("index.md", "home.md.j2", notes=published[:config.home_size], latest_issue=extras.latest_issue,
-              total=len(published))
+              total=len(published), has_form=bool(extras.subscribe_form))
     for i, note in enumerate(published):  # newest first
         newer = published[i - 1] if i > 0 else None
         older = published[i + 1] if i + 1 < len(published) else None
@@ -709,8 +624,8 @@ def render_site(content: Content, refs: dict[str, Reference] | None = None,
 
     pages.add(REFS_PAGE, "refs.md.j2", overviews=reference_overviews(refs, content))
 
-    pages.add("subscribe/index.md", "subscribe.md.j2")
-    _embed_subscribe_form(pages, content, config)
+    pages.add("subscribe/index.md", "subscribe.md.j2", has_form=bool(extras.subscribe_form))
+    _embed_subscribe_form(pages, extras.subscribe_form)
 
     for page in extras.pages:
         pages.put(page)

@@ -30,8 +30,8 @@ from email.header import Header
 from email.policy import EmailPolicy
 from pathlib import Path
 
-from .errors import AddressInvalid, MailSettingsError
-from .store import Subscriber, sign_token
+from digest.errors import AddressInvalid, MailSettingsError
+from digest.subscribers.store import Subscriber, sign_token
 
 MAX_LINE = 78
 CRLF = b"\r\n"
@@ -182,7 +182,7 @@ def site_url_default(mkdocs_yml: Path = Path("mkdocs.yml")) -> str:
 def checked_url(value: str, what: str) -> str:
     """``value`` as a base URL ending in '/'; MailSettingsError naming the setting ``what`` if it is no
     http(s) address."""
-    from .validate import url_problem
+    from digest.content.validate import url_problem
 
     if problem := url_problem(value):
         raise MailSettingsError(f"{what} '{header_text(value, 80)}' {problem}")
@@ -250,7 +250,7 @@ def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSe
 
 def _address(value: str, what: str, example: str) -> str:
     """``value`` normalized as the store does; a bad one names its setting (the store's message cannot)."""
-    from .store import normalize_address
+    from digest.subscribers.store import normalize_address
 
     try:
         return normalize_address(value)

@@ -42,9 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import AddressInvalid, DigestError, RequestRefused, ServeError, StoreError
-from .files import write_atomic
-from .mail import (
+from digest.content.model import SEOUL
+from digest.errors import AddressInvalid, DigestError, RequestRefused, ServeError, StoreError
+from digest.files import write_atomic
+from digest.mail.message import (
     CRLF,
     DEFAULT_SITE_URL,
     MailSettings,
@@ -55,8 +56,7 @@ from .mail import (
     setting,
     subject_line,
 )
-from .model import SEOUL
-from .store import (
+from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
     Subscriber,
     SubscriberStore,
@@ -66,9 +66,9 @@ from .store import (
     verify_expiring,
     verify_token,
 )
-from .templates import environment
+from digest.templates import environment
 
-log = logging.getLogger("digest.serve")
+log = logging.getLogger("digest.service.app")
 
 DEFAULT_PORT = 8470
 SECRET_FILE = "var/serve-secret"  # gitignored with the rest of var/
@@ -319,7 +319,7 @@ class Mailer:
         log.info("confirmation for %s written to %s", who, path.name)
 
     def _smtp(self, address: str, message: bytes, who: str) -> bool:
-        from .deliver import SmtpTransport
+        from digest.mail.deliver import SmtpTransport
 
         transport = SmtpTransport(self.smtp)
         try:
@@ -623,7 +623,7 @@ def _duration(seconds: float) -> str:
 
 
 def _sign(service: Service, purpose: str, subscriber_id: int) -> str:
-    from .store import sign_token
+    from digest.subscribers.store import sign_token
 
     return sign_token(service.store_secret, purpose, subscriber_id)
 

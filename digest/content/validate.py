@@ -1,6 +1,6 @@
 """Stage 2, validate: marked YAML nodes → typed records, and every problem in one pass.
 
-Field rules come from the dataclass fields of ``digest.model``; cross-file
+Field rules come from the dataclass fields of ``digest.content.model``; cross-file
 rules (unknown tag or person ids, duplicate slugs, path disagreeing with
 fields, refs naming no reference) run once every file is read. The editor's
 optional intro files of the weekly email, content/digest/<yyyy>-W<ww>.yml, are
@@ -23,11 +23,11 @@ from pathlib import PurePosixPath
 from types import UnionType
 from urllib.parse import urlsplit
 
-from . import directives
-from .diagnostics import Diagnostic
-from .load import RawContent, SourceFile, gc_paused
-from .model import ID_RE, SEOUL, WEEK_FILE_RE, Content, IssueIntro, Note, Person, RefManifest, Tag
-from .yamlread import Map, Node, Scalar, Seq, one_line
+from digest.content import directives
+from digest.content.load import RawContent, SourceFile, gc_paused
+from digest.content.model import ID_RE, SEOUL, WEEK_FILE_RE, Content, IssueIntro, Note, Person, RefManifest, Tag
+from digest.content.yamlread import Map, Node, Scalar, Seq, one_line
+from digest.diagnostics import Diagnostic
 
 NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: no trailing newline, ASCII digits only

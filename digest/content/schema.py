@@ -1,4 +1,4 @@
-"""JSON Schema for notes and registries, generated from the records of ``digest.model``.
+"""JSON Schema for notes and registries, generated from the records of ``digest.content.model``.
 
 Editors (VS Code's YAML extension, JetBrains) validate a note while it is typed
 when the schema is mapped to ``content/notes/**/*.yml``. The committed copy in
@@ -12,8 +12,8 @@ import datetime as dt
 import typing
 from types import UnionType
 
-from .model import ID_RE, Note, Person, RefManifest, Tag
-from .validate import field_specs
+from digest.content.model import ID_RE, Note, Person, RefManifest, Tag
+from digest.content.validate import field_specs
 
 SCHEMA_BASE = "https://json-schema.org/draft/2020-12/schema"
 

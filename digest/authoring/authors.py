@@ -13,10 +13,10 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError, YamlInputError
-from .model import ID_RE, Person
-from .templates import environment
-from .yamlread import Map, decode, parse
+from digest.content.model import ID_RE, Person
+from digest.content.yamlread import Map, decode, parse
+from digest.errors import UsageError, YamlInputError
+from digest.templates import environment
 
 # Letters NFKD does not split into ASCII plus an accent.
 _FOLD = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D", "ß": "ss",

@@ -2,7 +2,7 @@
 
 A reference is ``content/refs/<name>/`` (see ``content/refs/README.md``). Running
 it writes ``results/<profile>/results.json`` and its figures, stamped with
-``code_sha256`` (``digest.refhash``) and the versions of its key packages.
+``code_sha256`` (``digest.refs.codehash``) and the versions of its key packages.
 
 * ``digest check`` reports committed results whose code hash no longer matches
   (an error naming the refresh command) and package versions whose major or
@@ -38,13 +38,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .diagnostics import Diagnostic
-from .errors import ReferenceRunError, UsageError
-from .files import write_atomic
-from .load import REF_MANIFEST, REFS_DIR, display_path, read_one
-from .model import PROFILES, RefManifest
-from .refhash import PROJECT_ROOT, code_sha256
-from .validate import _Reader
+from digest.content.load import REF_MANIFEST, REFS_DIR, display_path, read_one
+from digest.content.model import PROFILES, RefManifest
+from digest.content.validate import _Reader
+from digest.diagnostics import Diagnostic
+from digest.errors import ReferenceRunError, UsageError
+from digest.files import write_atomic
+from digest.refs.codehash import PROJECT_ROOT, code_sha256
 
 RESULTS_FILE = "results.json"
 PROGRESS_DIR = "progress"  # inside state/<profile>/: the last progress report of an unfinished run

@@ -9,7 +9,7 @@ attached. Unknown tag, person or kind ids are refused with the nearest id, so
 the contributor fixes them before any file exists.
 
 ``--arxiv ID`` and ``--url URL`` fetch the title, authors and date first
-(``digest.metadata``): the source is filled, authors found in people.yml are
+(``digest.authoring.metadata``): the source is filled, authors found in people.yml are
 listed, and unknown authors are proposed as registry entries (``--add-people``
 appends them). Every check and fetch happens before anything is written, and
 files are written whole or not at all.
@@ -24,16 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import authors as people_registry
-from .errors import FetchError, UsageError
-from .files import beside
-from .load import NOTES_DIR, PEOPLE_FILE, SourceFile, load
-from .metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arxiv_id
-from .model import KINDS, SLUG_RE, Person, Source, Tag
-from .romanize import slugify
-from .templates import environment
-from .validate import SEOUL, TEMPLATE_BODY, TEMPLATE_SUMMARY, _registry, _suggest, unknown_id, url_problem
-from .yamlread import Map, Scalar
+from digest.authoring import authors as people_registry
+from digest.authoring.metadata import ARXIV_URL_RE, Metadata, fetch_arxiv, fetch_page, parse_arxiv_id
+from digest.authoring.romanize import slugify
+from digest.content.load import NOTES_DIR, PEOPLE_FILE, SourceFile, load
+from digest.content.model import KINDS, SLUG_RE, Person, Source, Tag
+from digest.content.validate import SEOUL, TEMPLATE_BODY, TEMPLATE_SUMMARY, _registry, _suggest, unknown_id, url_problem
+from digest.content.yamlread import Map, Scalar
+from digest.errors import FetchError, UsageError
+from digest.files import beside
+from digest.templates import environment
 
 
 @dataclass

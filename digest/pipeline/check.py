@@ -10,12 +10,12 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from .diagnostics import Diagnostic, summary
-from .errors import ContentInvalid
-from .load import load
-from .model import Content, RefManifest
-from .refs import Reference, check_references, load_references, manifest_paths
-from .validate import validate
+from digest.content.load import load
+from digest.content.model import Content, RefManifest
+from digest.content.validate import validate
+from digest.diagnostics import Diagnostic, summary
+from digest.errors import ContentInvalid
+from digest.refs.engine import Reference, check_references, load_references, manifest_paths
 
 
 @dataclass(frozen=True)

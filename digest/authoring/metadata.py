@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import FetchError, RateLimited, UsageError
-from .model import ARXIV_RE
+from digest.content.model import ARXIV_RE
+from digest.errors import FetchError, RateLimited, UsageError
 
 ARXIV_API = "https://export.arxiv.org/api/query"
 ARXIV_API_ENV = "DIGEST_ARXIV_API"

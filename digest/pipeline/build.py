@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .check import load_content
-from .refs import is_fresh, load_references, run_reference
+from digest.pipeline.check import load_content
+from digest.refs.engine import is_fresh, load_references, run_reference
 
 
 def _step(message: str) -> float:
@@ -31,15 +32,18 @@ def refresh_references(content_root: Path) -> None:
             _step(f"{ref.name}: results are current (cached by code hash)")
 
 
-def build(content_root: Path, site_dir: Path, outbox: Path) -> None:
+# How the site is built from checked content: (site folder, content folder, (content, references)).
+# The CLI passes the engine adapter's (digest.mkdocs_adapter.build_site): the pipeline names no engine.
+SiteBuilder = Callable[[Path, Path, tuple], None]
+
+
+def build(content_root: Path, site_dir: Path, outbox: Path, build_site: SiteBuilder) -> None:
     start = _step("running references whose results are missing or stale")
     refresh_references(content_root)
     _step("checking content")
     content, refs = load_content(content_root)
     _step(f"{len(content.published)} notes valid; building site into {site_dir}/")
-    from . import mkdocs_adapter
-
-    mkdocs_adapter.build(site_dir=str(site_dir), content=(content_root, (content, refs)))
+    build_site(site_dir, content_root, (content, refs))
     issue = compose_digest(content, outbox)
     _step(f"done in {time.perf_counter() - start:.1f}s. To look at what was built:")
     print(f"  the site: {site_dir}/ (to browse it: .venv/bin/mkdocs serve)", file=sys.stderr)
@@ -50,8 +54,8 @@ def build(content_root: Path, site_dir: Path, outbox: Path) -> None:
 def compose_digest(content, outbox: Path) -> Path | None:
     """This week's email issue, or the latest week's with notes, into outbox/<week>/ (a preview);
     returns that folder, or None when no week has notes."""
-    from .compose import compose, default_week, weeks_with_notes, write_outbox
-    from .mail import mail_settings
+    from digest.mail.compose import compose, default_week, weeks_with_notes, write_outbox
+    from digest.mail.message import mail_settings
 
     if not weeks_with_notes(content):
         _step("no published notes: no digest issue to compose")

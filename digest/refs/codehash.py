@@ -27,7 +27,7 @@ from pathlib import Path
 
 # Folders inside a reference that hold what runs produce, not what they depend on.
 GENERATED_DIRS = frozenset({"results", "state", "__pycache__"})
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_PACKAGES = ("digest",)
 
 
@@ -149,6 +149,6 @@ def code_sha256(ref_dir: Path) -> str:
     return digest.hexdigest()
 
 
-if __name__ == "__main__":  # python -m digest.refhash content/refs/NAME
+if __name__ == "__main__":  # python -m digest.refs.codehash content/refs/NAME
     for arg in sys.argv[1:]:
         print(code_sha256(Path(arg)), arg)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .model import NUMBER_FORMAT_RE as FORMAT_RE  # noqa: F401 (validate checks fmt= with it)
+from digest.content.model import NUMBER_FORMAT_RE as FORMAT_RE  # noqa: F401 (validate checks fmt= with it)
 
 # Opening of a directive: enough to find mistakes (a typo in an argument) and point at them.
 OPENING_RE = re.compile(r"\{\{\s*(ref|ref_figure|ref_progress)\s*\(")

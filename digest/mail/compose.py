@@ -21,12 +21,12 @@ from pathlib import Path
 
 import css_inline
 
-from .errors import UsageError
-from .files import write_atomic
-from .mail import MailSettings, Marks, MessageTemplate, fold_address, header_text
-from .model import SEOUL, WEEK_FILE_RE, Content, Note
-from .store import Subscriber
-from .templates import environment
+from digest.content.model import SEOUL, WEEK_FILE_RE, Content, Note
+from digest.errors import UsageError
+from digest.files import write_atomic
+from digest.mail.message import MailSettings, Marks, MessageTemplate, fold_address, header_text
+from digest.subscribers.store import Subscriber
+from digest.templates import environment
 
 WIDTH = 72  # terminal columns of the text part; Hangul counts two
 PREVIEW = Subscriber(0, "preview@example.invalid")
@@ -349,15 +349,3 @@ def web_pages(issues: list[Issue], site_url: str) -> tuple[list[tuple[str, str]]
     """(pages, files) for the site from ``all_issues``: digest/index.md, digest/<week>.md, and digest/feed.xml."""
     pages = [("digest/index.md", web_index(issues))] + [(issue_page(i.week), web_page(i)) for i in issues]
     return pages, [("digest/feed.xml", issues_feed(issues, site_url))]
-
-
-def site_extras(content: Content, site_url: str):
-    """The ``digest.site.Extras`` of the weekly digest: issue pages, their feed, the latest issue."""
-    from .site import Extras, Link, Page, TextFile
-
-    issues = all_issues(content, site_url)
-    pages, files = web_pages(issues, site_url)
-    latest = issues[0] if issues else None
-    link = Link(latest.title, issue_page(latest.week), latest.week.sunday, latest.preheader) if latest else None
-    return Extras(pages=[Page(p, t) for p, t in pages], files=[TextFile(p, t) for p, t in files],
-                  latest_issue=link)

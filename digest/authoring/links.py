@@ -23,13 +23,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .diagnostics import Diagnostic
-from .errors import UsageError
-from .files import write_atomic
-from .load import load
-from .metadata import USER_AGENT
-from .templates import environment
-from .yamlread import Map, Scalar, Seq
+from digest.authoring.metadata import USER_AGENT
+from digest.content.load import load
+from digest.content.yamlread import Map, Scalar, Seq
+from digest.diagnostics import Diagnostic
+from digest.errors import UsageError
+from digest.files import write_atomic
+from digest.templates import environment
 
 CACHE_FILE = Path(".cache") / "links.json"
 CACHE_VERSION = 1

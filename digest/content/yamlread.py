@@ -28,7 +28,7 @@ from yaml.events import (
 )
 from yaml.tokens import ScalarToken
 
-from .errors import YamlInputError
+from digest.errors import YamlInputError
 
 try:  # libyaml: ~10x faster; PyYAML's wheels ship it
     from yaml._yaml import CParser as _Parser

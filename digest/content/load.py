@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .diagnostics import Diagnostic
-from .errors import ContentError, YamlInputError
-from .yamlread import Node, decode, parse
+from digest.content.yamlread import Node, decode, parse
+from digest.diagnostics import Diagnostic
+from digest.errors import ContentError, YamlInputError
 
 NOTES_DIR = "notes"
 TAGS_FILE = "tags.yml"

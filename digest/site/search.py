@@ -34,8 +34,9 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .files import write_atomic
-from .model import Content, Note
+from digest.content.model import Content, Note
+from digest.files import write_atomic
+from digest.site.records import TextFile
 
 ANALYZER_VERSION = "2"
 PREPARE_BATCH = 4096  # words per Kiwi call
@@ -276,8 +277,6 @@ def save_kept_caches() -> None:
 
 def index_files(content: Content, cache_dir: Path | None, note_url: Callable[[Note], str]):
     """The search files of the site, for the published notes (newest first = doc 0)."""
-    from .site import TextFile  # the record type of generated files
-
     notes = content.published
     cache = _term_cache(cache_dir)
     fields = [note_fields(note, content) for note in notes]
