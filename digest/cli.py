@@ -310,6 +310,9 @@ def cmd_subscribers(args) -> int:
     if args.action == "count":
         for status in ("confirmed", "pending", "unsubscribed"):
             print(f"{status:<13} {store.count(status)}")
+        suppressed = store.suppression_counts()  # they outlive erased rows; never an address
+        reasons = ", ".join(f"{reason} {count}" for reason, count in suppressed.items())
+        print(f"{'suppressed':<13} {sum(suppressed.values())} ({reasons})")
         return 0
     if args.action in SUBSCRIBER_ACTIONS:
         return SUBSCRIBER_ACTIONS[args.action](args, store)
@@ -320,22 +323,24 @@ def cmd_subscribers(args) -> int:
         if unknown:
             raise UsageError(f"unknown topic(s): {', '.join(unknown)}; topics are tag ids of content/tags.yml")
         subscriber, created = store.add(args.address, args.topic, status=status)
-        who = f"subscriber #{subscriber.id} ({keyed_hash(store.secret(), subscriber.address)})"
-        if subscriber.status != status:
-            print(f"left {who} unsubscribed: they unsubscribed themselves, and only they can sign up "
-                  "again, through the site's form (which asks them to confirm)", file=sys.stderr)
+        if subscriber is None or subscriber.status != status:
+            reason = store.suppression(args.address) or "unsubscribed"
+            print(f"left the address as it is: it is suppressed ({reason}), and only its reader can sign up again, "
+                  "through the site's form, by the link it mails them", file=sys.stderr)
             return 1
+        who = f"subscriber #{subscriber.id} ({keyed_hash(store.secret(), subscriber.address)})"
         print(f"{'added' if created else 'updated'} {who}, {status}")
         return 0
     rows, problems = read_csv(args.file, known, status)
-    created, updated, kept = store.add_many(rows, source=f"import:{args.file.name}")
+    outcome = store.add_many(rows, source=f"import:{args.file.name}")
     for line in problems:
         print(line, file=sys.stderr)
-    print(f"imported {created + updated} subscriber(s): {created} new, {updated} updated; "
-          f"{len(problems)} row(s) refused")
-    if kept:
-        print(f"left {kept} address(es) unsubscribed: they unsubscribed themselves, and only they can sign "
-              "up again, through the site's form", file=sys.stderr)
+    print(f"imported {outcome.created + outcome.updated} subscriber(s): {outcome.created} new, "
+          f"{outcome.updated} updated; {len(problems)} row(s) refused")
+    if outcome.skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(outcome.skipped.items()))
+        print(f"skipped {sum(outcome.skipped.values())} suppressed address(es) ({reasons}): only their readers "
+              "can sign up again, through the site's form, by the link it mails them", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -8,10 +8,14 @@
     sign_token / verify_token              unsubscribe and preferences links (no expiry)
     sign_expiring / verify_expiring        confirmation links: expire, and the store spends them once
 
-Subscriber states: pending (asked, not confirmed: gets nothing) → confirmed → unsubscribed; a
-subscribe request for an unsubscribed address makes it pending again until confirmed. Only the
-reader undoes an unsubscribe: ``add`` and ``add_many`` (the operator's commands) leave an
-unsubscribed address as it is, unless they mark it unsubscribed too.
+Subscriber states: pending (asked, not confirmed: gets nothing) → confirmed → unsubscribed.
+
+Consent: only the reader undoes an unsubscribe, by using a confirmation link that was mailed to
+the address. Every unsubscribe writes a suppression record (a keyed hash of the address, the
+reason, the date) that outlives the subscriber's row: ``purge_unconfirmed`` and ``remove`` erase
+rows, never suppressions. ``add`` and ``add_many`` (the operator's commands) skip a suppressed
+address and say how many and why; a form post for one (anyone can type any address) sends it a
+confirmation at most and changes nothing else; ``confirm`` lifts the suppression.
 
 Delivery states, one row per (issue, channel, subscriber):
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import abc
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -54,6 +59,7 @@ from digest.errors import AddressInvalid, SendInProgress, StoreError, UsageError
 
 DEFAULT_LOCATION = "var/subscribers.sqlite3"
 STATUSES = ("pending", "confirmed", "unsubscribed")
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained")
 STATES = ("pending", "sending", "sent", "failed", "ambiguous", "skipped")
 MAX_ADDRESS = 254
 
@@ -109,6 +115,11 @@ def _scripts(label: str) -> set[str]:
 def keyed_hash(secret: bytes, address: str) -> str:
     """What logs and reports show instead of an address: stable per store, not reversible."""
     return hmac.new(secret, b"log:" + address.lower().encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def suppression_hash(key: bytes, address: str) -> str:
+    """How a suppression names an address: an HMAC, so the list holds no address in clear."""
+    return hmac.new(key, b"suppress:" + address.lower().encode(), hashlib.sha256).hexdigest()
 
 
 def sign_token(secret: bytes, purpose: str, subscriber_id: int) -> str:
@@ -236,14 +247,22 @@ class SubscriberStore(abc.ABC):
     # --- subscribers ---
     @abc.abstractmethod
     def add(self, address: str, topics: Iterable[str] = (), status: str = "confirmed",
-            source: str = "admin") -> tuple[Subscriber, bool]:
+            source: str = "admin") -> tuple[Subscriber | None, bool]:
         """Insert or update one subscriber (address normalized first); (subscriber as stored, created).
-        An address that unsubscribed is left as it is (the subscriber returned says so)."""
+        A suppressed address is left as it is (the subscriber returned says so), or not added (None)."""
 
     @abc.abstractmethod
-    def add_many(self, rows: Iterable[tuple[str, tuple[str, ...], str]], source: str) -> tuple[int, int, int]:
-        """(address, topics, status) rows, already normalized, in one transaction: (created, updated,
-        kept): kept are addresses that unsubscribed, left as they are."""
+    def suppression(self, address: str) -> str | None:
+        """Why an address is suppressed (one of SUPPRESSION_REASONS), or None."""
+
+    @abc.abstractmethod
+    def suppression_counts(self) -> dict[str, int]:
+        """How many addresses are suppressed, by reason (never which)."""
+
+    @abc.abstractmethod
+    def add_many(self, rows: Iterable[tuple[str, tuple[str, ...], str]], source: str) -> AddOutcome:
+        """(address, topics, status) rows, already normalized, in one transaction: how many were created
+        and updated, and how many skipped by reason (suppressed addresses, left as they are)."""
 
     @abc.abstractmethod
     def set_status(self, subscriber_id: int, status: str) -> bool:
@@ -419,6 +438,31 @@ MIGRATIONS += (
     CREATE INDEX confirmations_by_subscriber ON confirmations (subscriber_id, created_at);
     """},
 )
+MIGRATIONS += (
+    # Suppressions: addresses that must not be signed up again except by their reader. Keyed by an
+    # HMAC of the address under a key of its own (meta 'suppression_key', never rotated, so that
+    # rotating the link-signing key keeps every suppression); rows of the subscribers table that
+    # are unsubscribed when this runs get theirs in SqlStore._backfill_suppressions.
+    """
+    CREATE TABLE suppressions (
+        address_hash TEXT PRIMARY KEY,
+        reason TEXT NOT NULL CHECK (reason IN ('unsubscribed', 'bounced', 'complained')),
+        since TEXT NOT NULL
+    )
+    """,
+)
+SUPPRESSIONS_MIGRATION = len(MIGRATIONS)  # the schema version from which suppressions exist
+
+
+@dataclass(frozen=True, slots=True)
+class AddOutcome:
+    """What ``add_many`` did: rows created and updated, and the rows skipped, by reason."""
+
+    created: int = 0
+    updated: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
 DIALECTS = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "ref": "INTEGER", "rowid": "WITHOUT ROWID"},
     "postgresql": {"id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "ref": "BIGINT", "rowid": ""},
@@ -472,9 +516,49 @@ class SqlStore(SubscriberStore):
         for number in range(version, len(MIGRATIONS)):
             for statement in migration_statements(number, self.dialect):
                 execute(statement)
-        if execute("SELECT 1 FROM meta WHERE key='secret'").fetchone() is None:
-            execute("INSERT INTO meta VALUES ('secret', ?)", (secrets.token_hex(32),))
+        for key in ("secret", "suppression_key"):
+            if execute("SELECT 1 FROM meta WHERE key=?", (key,)).fetchone() is None:
+                execute("INSERT INTO meta VALUES (?, ?)", (key, secrets.token_hex(32)))
+        if version < SUPPRESSIONS_MIGRATION:
+            self._backfill_suppressions(execute)
         return len(MIGRATIONS)
+
+    def _backfill_suppressions(self, execute) -> None:
+        """Every address unsubscribed before suppressions existed is suppressed from now on."""
+        key = bytes.fromhex(execute("SELECT value FROM meta WHERE key='suppression_key'").fetchone()[0])
+        for address, changed in execute("SELECT address, changed FROM subscribers WHERE status='unsubscribed'"
+                                        ).fetchall():
+            execute("INSERT INTO suppressions VALUES (?, 'unsubscribed', ?) ON CONFLICT DO NOTHING",
+                    (suppression_hash(key, address), changed))
+
+    # --- suppressions ---
+    def _suppression_key(self, execute) -> bytes:
+        key = getattr(self, "_suppression_key_bytes", None)
+        if key is None:
+            row = execute("SELECT value FROM meta WHERE key='suppression_key'").fetchone()
+            key = self._suppression_key_bytes = bytes.fromhex(row[0])
+        return key
+
+    def _suppressed(self, execute, address: str) -> str | None:
+        """Why ``address`` is suppressed (one of SUPPRESSION_REASONS), or None."""
+        row = execute("SELECT reason FROM suppressions WHERE address_hash=?",
+                      (suppression_hash(self._suppression_key(execute), address),)).fetchone()
+        return row[0] if row else None
+
+    def _suppress(self, execute, subscriber_id: int, reason: str) -> None:
+        row = execute("SELECT address FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()
+        if row is not None:
+            execute("INSERT INTO suppressions VALUES (?, ?, ?) ON CONFLICT (address_hash) DO UPDATE SET "
+                    "reason=excluded.reason, since=excluded.since",
+                    (suppression_hash(self._suppression_key(execute), row[0]), reason, _now()))
+
+    def suppression(self, address):
+        with self._tx() as execute:
+            return self._suppressed(execute, normalize_address(address))
+
+    def suppression_counts(self) -> dict[str, int]:
+        found = dict(self._execute("SELECT reason, count(*) FROM suppressions GROUP BY reason").fetchall())
+        return {reason: found.get(reason, 0) for reason in SUPPRESSION_REASONS}
 
     # --- subscribers ---
     def secret(self) -> bytes:
@@ -487,14 +571,21 @@ class SqlStore(SubscriberStore):
         address = normalize_address(address)
         with self._tx() as execute:
             subscriber_id, outcome = self._upsert(execute, address, tuple(topics), status, source)
-        return self.get(subscriber_id), outcome == "created"
+        return (self.get(subscriber_id) if subscriber_id is not None else None), outcome == "created"
 
     def add_many(self, rows, source):
-        outcomes = {"created": 0, "updated": 0, "kept": 0}
+        created = updated = 0
+        skipped: dict[str, int] = {}
         with self._tx() as execute:
             for address, topics, status in rows:
-                outcomes[self._upsert(execute, address, topics, status, source)[1]] += 1
-        return outcomes["created"], outcomes["updated"], outcomes["kept"]
+                outcome = self._upsert(execute, address, topics, status, source)[1]
+                if outcome == "created":
+                    created += 1
+                elif outcome == "updated":
+                    updated += 1
+                else:
+                    skipped[outcome] = skipped.get(outcome, 0) + 1
+        return AddOutcome(created, updated, skipped)
 
     @staticmethod
     def _insert(execute, address: str, status: str, source: str) -> int | None:
@@ -511,11 +602,17 @@ class SqlStore(SubscriberStore):
         for tag in sorted(set(topics)):
             execute("INSERT INTO subscriber_topics VALUES (?, ?) ON CONFLICT DO NOTHING", (subscriber_id, tag))
 
-    def _upsert(self, execute, address: str, topics: tuple[str, ...], status: str, source: str) -> tuple[int, str]:
-        """(id, "created" | "updated" | "kept"): kept is an address that unsubscribed, left as it is
-        (an operator's list must not sign a reader up again; the reader can, through the form)."""
+    def _upsert(self, execute, address: str, topics: tuple[str, ...], status: str,
+                source: str) -> tuple[int | None, str]:
+        """(id, "created" | "updated" | a suppression reason): a suppressed address (one that
+        unsubscribed, bounced or complained) is left as it is, or not added at all; an operator's
+        list must not sign a reader up again, the reader can, through the form's confirmation."""
         if status not in STATUSES:
             raise UsageError(f"unknown subscriber status '{status}'; one of: {', '.join(STATUSES)}")
+        reason = self._suppressed(execute, address)
+        if reason is not None and status != "unsubscribed":
+            row = execute("SELECT id FROM subscribers WHERE address_key=?", (address.lower(),)).fetchone()
+            return (row[0] if row else None), reason
         subscriber_id = self._insert(execute, address, status, source)
         if subscriber_id is not None:
             self._replace_topics(execute, subscriber_id, topics)
@@ -524,16 +621,25 @@ class SqlStore(SubscriberStore):
         row = execute("UPDATE subscribers SET status=?, changed=? WHERE address_key=? "
                       "AND (status <> 'unsubscribed' OR ? = 'unsubscribed') RETURNING id",
                       (status, _now(), address.lower(), status)).fetchone()
-        if row is None:
-            return execute("SELECT id FROM subscribers WHERE address_key=?", (address.lower(),)).fetchone()[0], "kept"
+        if row is None:  # unsubscribed before suppressions existed, and never backfilled
+            return execute("SELECT id FROM subscribers WHERE address_key=?", (address.lower(),)).fetchone()[0], \
+                "unsubscribed"
+        if status == "unsubscribed":
+            self._suppress(execute, row[0], "unsubscribed")
         self._replace_topics(execute, row[0], topics)
         return row[0], "updated"
 
     def set_status(self, subscriber_id, status):
         if status not in STATUSES:
             raise UsageError(f"unknown subscriber status '{status}'")
-        return self._execute("UPDATE subscribers SET status=?, changed=? WHERE id=?",
-                             (status, _now(), subscriber_id)).rowcount == 1
+        if status == "unsubscribed":
+            return self.unsubscribe(subscriber_id) or self.get(subscriber_id) is not None
+        with self._tx() as execute:
+            row = execute("SELECT address FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()
+            if row is None or self._suppressed(execute, row[0]) is not None:
+                return False  # only the reader's own confirmation lifts a suppression
+            return execute("UPDATE subscribers SET status=?, changed=? WHERE id=?",
+                           (status, _now(), subscriber_id)).rowcount == 1
 
     def count(self, status=None):
         if status is None:
@@ -564,7 +670,14 @@ class SqlStore(SubscriberStore):
             return self._erase(execute, subscriber_id)
 
     @staticmethod
-    def _erase(execute, subscriber_id: int) -> bool:
+    def _lock_subscriber(execute, subscriber_id: int) -> None:
+        """Take the subscriber's row lock first, in every transaction that changes a subscriber and
+        their confirmations: one lock order everywhere, so confirm and unsubscribe never deadlock."""
+        execute("UPDATE subscribers SET changed=changed WHERE id=?", (subscriber_id,))
+
+    @classmethod
+    def _erase(cls, execute, subscriber_id: int) -> bool:
+        cls._lock_subscriber(execute, subscriber_id)
         execute("DELETE FROM deliveries WHERE subscriber_id=?", (subscriber_id,))
         execute("DELETE FROM confirmations WHERE subscriber_id=?", (subscriber_id,))
         execute("DELETE FROM subscriber_topics WHERE subscriber_id=?", (subscriber_id,))
@@ -586,6 +699,8 @@ class SqlStore(SubscriberStore):
                               "WHERE id=? AND status != 'unsubscribed'", (_now(), subscriber_id)).rowcount == 1
             execute("UPDATE confirmations SET used_at=? WHERE subscriber_id=? AND used_at IS NULL",
                     (int(time.time()), subscriber_id))
+            if changed:
+                self._suppress(execute, subscriber_id, "unsubscribed")
         return changed
 
     def set_topics(self, subscriber_id, topics):
@@ -601,10 +716,9 @@ class SqlStore(SubscriberStore):
         address, now = normalize_address(address), int(time.time())
         with self._tx() as execute:
             subscriber_id = self._insert(execute, address, "pending", "serve")
-            if subscriber_id is None:  # known: an unsubscribed address asks again; a confirmed one stays
-                subscriber_id = execute(
-                    "UPDATE subscribers SET status=CASE WHEN status='unsubscribed' THEN 'pending' ELSE status END "
-                    "WHERE address_key=? RETURNING id", (address.lower(),)).fetchone()[0]
+            if subscriber_id is None:  # known: its status stays; only the mailed link can change it
+                subscriber_id = execute("SELECT id FROM subscribers WHERE address_key=?",
+                                        (address.lower(),)).fetchone()[0]
             last = execute("SELECT max(created_at) FROM confirmations WHERE subscriber_id=?",
                            (subscriber_id,)).fetchone()[0]
             confirmation = None
@@ -631,13 +745,20 @@ class SqlStore(SubscriberStore):
     def confirm(self, confirmation_id):
         now = int(time.time())
         with self._tx() as execute:
+            owner = execute("SELECT subscriber_id FROM confirmations WHERE id=?", (confirmation_id,)).fetchone()
+            if owner is not None:  # the subscriber's lock before the confirmation's, as unsubscribe takes them
+                self._lock_subscriber(execute, owner[0])
             row = execute("UPDATE confirmations SET used_at=? WHERE id=? AND used_at IS NULL AND expires_at > ? "
                           "RETURNING subscriber_id, topics", (now, confirmation_id, now)).fetchone()
             if row is None:
                 found = execute("SELECT used_at FROM confirmations WHERE id=?", (confirmation_id,)).fetchone()
                 return ("unknown" if found is None else "used" if found[0] is not None else "expired"), None
             subscriber_id, topics = row
-            execute("UPDATE subscribers SET status='confirmed', changed=? WHERE id=?", (_now(), subscriber_id))
+            address = execute("UPDATE subscribers SET status='confirmed', changed=? WHERE id=? RETURNING address",
+                              (_now(), subscriber_id)).fetchone()[0]
+            # the reader opened a link mailed to the address: their own consent lifts the suppression
+            execute("DELETE FROM suppressions WHERE address_hash=?",
+                    (suppression_hash(self._suppression_key(execute), address),))
             self._replace_topics(execute, subscriber_id, topics.split())
             execute("UPDATE confirmations SET used_at=? WHERE subscriber_id=? AND used_at IS NULL",
                     (now, subscriber_id))  # the other links of this subscriber are spent too
@@ -851,7 +972,7 @@ class PostgresStore(SqlStore):
         try:
             return self.db.execute(self._convert(sql), args)
         except psycopg.OperationalError as exc:  # the server went away: the next call reconnects
-            self._local.con = None
+            self._drop_connection()
             raise StoreError(f"the PostgreSQL store failed: {str(exc).strip()[:200]}") from None
 
     @contextlib.contextmanager
@@ -863,8 +984,19 @@ class PostgresStore(SqlStore):
             with con.transaction():
                 yield lambda sql, args=(): con.execute(self._convert(sql), args)
         except psycopg.OperationalError as exc:
-            self._local.con = None
+            self._drop_connection()
             raise StoreError(f"the PostgreSQL store failed: {str(exc).strip()[:200]}") from None
+
+    def _drop_connection(self) -> None:
+        """Close this thread's connection after a failure (the next call opens a new one): a dropped
+        but open connection stays idle on the server, one of its max_connections, until it exits."""
+        con = getattr(self._local, "con", None)
+        self._local.con = None
+        if con is not None:
+            with self._lock:
+                if con in self._connections:
+                    self._connections.remove(con)
+            con.close()
 
     def _migrate(self) -> None:
         with self._tx() as execute:

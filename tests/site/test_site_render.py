@@ -26,7 +26,7 @@ from digest.site.records import Extras, Link, Page, SiteConfig, TextFile
 from digest.site.render import DuplicatePageError, http_url, paginate, relative_url, render_site, url_of
 from digest.subscribers.store import PURGE_AFTER_DAYS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "site" / "golden"
 ATOM = "{http://www.w3.org/2005/Atom}"
 TODAY = dt.date(2026, 11, 23)
@@ -302,7 +302,7 @@ def test_home_and_subscribe_pages_embed_the_subscribe_form_outside_the_sanitizer
     from digest.site.records import SiteConfig
     from digest.site.render import render_site
 
-    content, refs = load_content(Path(__file__).resolve().parent.parent / "content")
+    content, refs = load_content(Path(__file__).resolve().parents[2] / "content")
     from digest.pipeline.publish import site_extras
 
     site = render_site(content, refs, SiteConfig(), site_extras(content, "", "https://digest.example.org/"))

@@ -8,11 +8,11 @@ import re
 import subprocess
 
 import dkim
+import mailkit
 import pytest
-import test_mail_support
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from test_mail_support import INTRO, ROOT, WEEK, mail_env, perl_parse, write_content
+from mailkit import INTRO, ROOT, WEEK, mail_env, perl_parse, write_content
 
 from digest import cli
 from digest.errors import AddressInvalid, MailSettingsError, SendInProgress, SendPaused
@@ -30,7 +30,7 @@ from digest.pipeline.check import load_content
 from digest.subscribers.store import SqliteStore, keyed_hash, open_store, verify_token
 
 FAST = SendSettings(backoff=0.01, progress_every=0)
-smtp_server = test_mail_support.smtp_server  # the fixture: a recording SMTP server on 127.0.0.1
+smtp_server = mailkit.smtp_server  # the fixture: a recording SMTP server on 127.0.0.1
 
 
 @pytest.fixture

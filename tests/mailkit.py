@@ -188,23 +188,3 @@ def perl_parse(message: bytes) -> dict:
         pytest.skip("Email::MIME is missing: apt-get install libemail-mime-perl (make test does)")
     assert done.returncode == 0, done.stderr.decode()
     return json.loads(done.stdout)
-
-
-def test_recorder_records_and_refuses_as_scripted(smtp_server):
-    import smtplib
-
-    recorder, port = smtp_server
-    recorder.rules["b@example.org"] = ["550"]
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
-        refused = smtp.sendmail("x@example.org", ["a@example.org", "b@example.org"], b"Subject: hi\r\n\r\nhello\r\n")
-    assert list(refused) == ["b@example.org"] and refused["b@example.org"][0] == 550
-    assert [m.rcpt_tos for m in recorder.messages] == [["a@example.org"]]
-    assert recorder.messages[0].data.endswith(b"hello\r\n")
-
-
-def test_sample_content_is_valid(tmp_path):
-    from digest.pipeline.check import load_content
-
-    content, _ = load_content(write_content(tmp_path, intro=INTRO))
-    assert len(content.published) == 4 and WEEK in content.intros
-

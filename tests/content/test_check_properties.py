@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from digest.pipeline.check import check
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONTENT = ROOT / "content"
 NOTE = "notes/2016/note.yml"
 

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from test_mail_support import INTRO, ROOT, WEEK, mail_env, perl_parse, write_content
+from mailkit import INTRO, ROOT, WEEK, mail_env, perl_parse, write_content
 
 from digest import cli
 from digest.errors import UsageError
@@ -46,7 +46,7 @@ SECRET = b"test secret"
 
 
 def golden(name: str, actual: str | bytes) -> None:
-    """Compare with tests/golden/email/<name>; `make golden` (DIGEST_UPDATE_GOLDEN=1) rewrites it."""
+    """Compare with tests/mail/golden/email/<name>; `make golden` (DIGEST_UPDATE_GOLDEN=1) rewrites it."""
     path = GOLDEN / name
     text = (actual.decode("ascii") if isinstance(actual, bytes) else actual).replace("\r\n", "\n")
     if os.environ.get("DIGEST_UPDATE_GOLDEN"):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult
+from mailkit import INTRO, ROOT, WEEK, Recorder, mail_env, write_content
 from smtpkit import running_smtp
-from test_mail_support import INTRO, ROOT, WEEK, Recorder, mail_env, write_content
 
 from digest import cli
 from digest.errors import DeliveryError, MailSettingsError

@@ -1,6 +1,6 @@
 """`digest new --arxiv/--url` against a loopback HTTP server replaying recorded arXiv answers.
 
-The server plays arXiv's Atom API from tests/fixtures/arxiv/ (see its README) and,
+The server plays arXiv's Atom API from tests/authoring/fixtures/arxiv/ (see its README) and,
 per test, rate limits, errors, slow answers and web pages. Every failure must be one
 line on stderr, a non-zero exit, and no file written or changed.
 """
@@ -34,8 +34,8 @@ from digest.content.yamlread import parse
 from digest.errors import UsageError
 from digest.pipeline.check import check, load_content
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "arxiv"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "arxiv"
 TODAY = dt.date(2026, 1, 1)
 
 

@@ -23,8 +23,8 @@ import time
 
 import httpx
 import pytest
-from test_mail_support import write_content
-from test_serve_support import SITE_ORIGIN, start_server
+from mailkit import write_content
+from servekit import SITE_ORIGIN, start_server
 
 from digest.subscribers.store import open_store, sign_expiring, sign_token
 

@@ -1,6 +1,6 @@
 """`digest check` on a corpus of broken notes: every problem at its line and column, in one pass.
 
-Each file in tests/broken/ is one case. Its first lines are YAML comments:
+Each file in tests/content/broken/ is one case. Its first lines are YAML comments:
 
     # expect: LINE:COL: [warning: ]substring of the message or hint
     # path: notes/2016/some-slug.yml      (where the case is placed under a fixture content/)
@@ -28,7 +28,7 @@ import pytest
 from digest import cli
 from digest.pipeline.check import check
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONTENT = ROOT / "content"
 BROKEN = Path(__file__).resolve().parent / "broken"
 _SCRIPT = Path(sys.executable).parent / "digest"  # the console script of this environment

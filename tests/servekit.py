@@ -3,7 +3,7 @@ and reading the confirmation mail it sends.
 
     Server / start_server    `python -m digest serve` in a subprocess with a clean environment,
                              waited for on /health; its stderr (the log) kept in a file
-    recording_smtp           a module-wide aiosmtpd Recorder (tests/test_mail_support.py)
+    recording_smtp           a module-wide aiosmtpd Recorder (tests/mailkit.py)
     confirm_link(...)        the confirmation link of the newest mail to an address
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mailkit import ROOT, Recorder, free_port
 from smtpkit import running_smtp
-from test_mail_support import ROOT, Recorder, free_port
 
 SITE_ORIGIN = "http://127.0.0.1:9"  # a site origin no test serves on unless it says so
 
@@ -136,17 +136,3 @@ def confirm_link(recorder: Recorder, address: str, count: int = 1) -> str:
 
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html)[1]
-
-
-def test_the_server_helper_starts_and_stops_a_real_process(tmp_path):
-    from test_mail_support import write_content
-
-    content = write_content(tmp_path)
-    server = start_server(tmp_path, content, str(tmp_path / "s.sqlite3"))
-    try:
-        assert httpx.get(server.url + "health").json() == {"status": "ok"}
-    finally:
-        server.stop()
-    assert server.process.returncode is not None
-    secret = tmp_path / "var" / "serve-secret"  # generated on first start, for the owner only
-    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text().strip()) == 64

@@ -15,13 +15,13 @@ from urllib.parse import quote
 import httpx
 import psycopg
 import pytest
-import test_serve_support
-from test_mail_support import write_content
-from test_serve_support import SITE_ORIGIN, confirm_link, csrf_of, mails_to, settled, start_server
+import servekit
+from mailkit import write_content
+from servekit import SITE_ORIGIN, confirm_link, csrf_of, mails_to, settled, start_server
 
 from digest.subscribers.store import keyed_hash, open_store, sign_expiring, sign_token
 
-recording_smtp = test_serve_support.recording_smtp
+recording_smtp = servekit.recording_smtp
 _addresses = itertools.count(1)
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

@@ -13,7 +13,7 @@ import pytest
 
 from digest.refs.engine import PROGRESS_DIR, drift_table, is_fresh, load_references, report_progress, verify
 
-CONTENT = Path(__file__).resolve().parent.parent / "content"
+CONTENT = Path(__file__).resolve().parents[2] / "content"
 REFERENCES = load_references(CONTENT)
 
 

@@ -267,7 +267,7 @@ def test_body_link_extraction():
 
 
 def test_real_content_links_are_found_with_lines():
-    root = Path(__file__).resolve().parent.parent / "content"
+    root = Path(__file__).resolve().parents[2] / "content"
     links = collect(root)
     assert len({link.path for link in links}) >= 10
     for link in links:  # each reported line really holds the link

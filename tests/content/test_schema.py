@@ -9,7 +9,7 @@ from digest.content.model import KINDS, Note
 from digest.content.schema import all_schemas
 from digest.content.validate import field_specs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_schema_matches_the_model():

@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import test_serve_support
-from test_mail_support import ROOT, free_port, write_content
-from test_serve_support import confirm_link, mails_to, start_server
+import servekit
+from mailkit import ROOT, free_port, write_content
+from servekit import confirm_link, mails_to, start_server
 
 from digest.service.app import subscribe_form_html
 from digest.subscribers.store import open_store
@@ -34,7 +34,7 @@ from digest.subscribers.store import open_store
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 SHOTS = ROOT / "tests" / "artifacts" / "serve"
-recording_smtp = test_serve_support.recording_smtp
+recording_smtp = servekit.recording_smtp
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                                 reason="Debian chromium is not installed (make test installs it)")

@@ -23,8 +23,8 @@ import sys
 import time
 
 import pytest
+from mailkit import INTRO, WEEK, Recorder, mail_env, write_content
 from smtpkit import running_smtp
-from test_mail_support import INTRO, WEEK, Recorder, mail_env, write_content
 
 from digest.subscribers.store import open_store
 

@@ -11,7 +11,7 @@ from digest.pipeline.check import load_content
 from digest.site import search
 from digest.site.render import note_page, url_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from digest.cli import main
 from digest.content.validate import TEMPLATE_BODY
 from digest.pipeline.check import check
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = ["--summary", "카패시의 퐁 강화학습 글을 따라 해 본 기록."]
 TEMPLATE_LINES = TEMPLATE_BODY  # the sentences digest new writes for the writer to replace
 

@@ -12,9 +12,9 @@ import email.policy
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
+import mailkit
 import pytest
-import test_mail_support
-from test_mail_support import INTRO, ROOT, WEEK, mail_env, write_content
+from mailkit import INTRO, ROOT, WEEK, mail_env, write_content
 
 from digest.mail.compose import IsoWeek, compose, render
 from digest.mail.deliver import SendSettings, SmtpSettings, SmtpTransport, send
@@ -25,7 +25,7 @@ from digest.subscribers.store import open_store
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 SHOTS = ROOT / "outbox" / "screenshots"
-smtp_server = test_mail_support.smtp_server
+smtp_server = mailkit.smtp_server
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                                 reason="Debian chromium is not installed (make test installs it)")

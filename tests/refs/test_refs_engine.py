@@ -20,7 +20,7 @@ from digest.pipeline.check import check
 from digest.refs.codehash import code_sha256, project_imports
 from digest.refs.engine import compare, drift_table, load_references, report_progress, run_reference, verify
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TODAY = dt.date(2026, 11, 23)
 
 # A tiny reference: its metric is computed from its data file, so a test can check the number.
