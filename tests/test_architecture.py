@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -34,25 +36,21 @@ def _add_import(module: Path, line: str) -> None:
     module.write_text(module.read_text(encoding="utf-8") + f"\n\ndef _crossing():\n    {line}\n", encoding="utf-8")
 
 
-def test_a_site_module_importing_mail_breaks_a_contract_naming_the_import(tmp_path):
+CROSSINGS = {
+    "a site module importing mail, even inside a function": (
+        "digest/site/search.py", "from digest.mail import compose", "digest.site.search -> digest.mail.compose"),
+    "a lower stage importing the CLI": (
+        "digest/content/load.py", "import digest.cli", "digest.content.load -> digest.cli"),
+    # the search index once took its record type from the renderer, which imports the index
+    "two modules of one package importing each other": (
+        "digest/site/search.py", "from digest.site.render import render_site", "No import cycles"),
+}
+
+
+@pytest.mark.parametrize("module, line, named", CROSSINGS.values(), ids=CROSSINGS.keys())
+def test_an_import_across_a_boundary_fails_naming_it(tmp_path, module, line, named):
     project = _copy_project(tmp_path)
-    _add_import(project / "digest/site/search.py", "from digest.mail import compose  # even inside a function")
+    _add_import(project / module, line)
     run = lint_imports(project)
-    assert run.returncode != 0
-    assert "digest.site.search -> digest.mail.compose" in run.stdout
-
-
-def test_a_lower_stage_importing_the_cli_breaks_the_layers(tmp_path):
-    project = _copy_project(tmp_path)
-    _add_import(project / "digest/content/load.py", "import digest.cli")
-    run = lint_imports(project)
-    assert run.returncode != 0
-    assert "digest.content.load -> digest.cli" in run.stdout
-
-
-def test_two_modules_of_one_package_importing_each_other_break_the_no_cycle_contract(tmp_path):
-    project = _copy_project(tmp_path)  # the search index once took its record type from the renderer
-    _add_import(project / "digest/site/search.py", "from digest.site.render import render_site")
-    run = lint_imports(project)
-    assert run.returncode != 0
-    assert "No import cycles" in run.stdout and "BROKEN" in run.stdout
+    assert run.returncode != 0 and "BROKEN" in run.stdout
+    assert named in run.stdout
