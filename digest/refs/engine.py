@@ -109,8 +109,13 @@ class Reference:
         return self.state_dir(profile) / PROGRESS_DIR
 
     def unfinished(self, profile: str) -> Results | None:
-        """The progress report of the profile's run while it has no results of its own."""
-        return None if profile in self.results else self.progress.get(profile)
+        """The progress report of the profile's run while it has no results of its own, or while a
+        continuation of its finished run trains on (a report newer than the results: a finished
+        run deletes its report, so only a run resumed after the results draws a newer one)."""
+        report, results = self.progress.get(profile), self.results.get(profile)
+        if report is None or results is None:
+            return report
+        return report if _parse_stamp(report.finished) >= _parse_stamp(results.finished) else None
 
     def shown(self) -> Results | None:
         """What the site shows: the full result when there is one, else the quick one."""
@@ -201,8 +206,41 @@ def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
+def _parse_stamp(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def continuation(ref: Reference, profile: str) -> StateWriter | None:
+    """The run that carries on the checkpoints the profile's finished results came from, if one does:
+    its first writer in ``state/<profile>/code_sha256.txt``.  The state's writers must begin with the
+    results' history (their ``trained_with``, then the code that finished them) and go on with code
+    that began at or after the results were written, with the same checkpoint format, and the
+    checkpoints must be that new (a run started over without ``--resume`` rewrites the record, so it
+    is no continuation).  Its results stay published as what the run showed when it finished (their
+    own code and versions), with a warning instead of the stale error, until the continuation
+    writes new ones."""
+    results = ref.results.get(profile)
+    if results is None or not ref.manifest.resumable or ref.manifest.checkpoint_format is None:
+        return None
+    state = ref.state_dir(profile)
+    writers = _state_writers(_state_hash_file(state))
+    history = len(results.trained_with)
+    if len(writers) <= history + 1 or [w.code for w in writers[:history]] != results.trained_with:
+        return None
+    finished = _parse_stamp(results.finished)
+    finisher, after = writers[history], writers[history + 1:]
+    newest = _checkpoint_time(state)
+    if (newest is None or newest < finished or not all(w.since and _parse_stamp(w.since) >= finished for w in after)
+            or _parse_stamp(finisher.since or results.started) > finished
+            or any(w.effective_format != finisher.effective_format for w in after)
+            or after[-1].effective_format != ref.manifest.checkpoint_format):
+        return None
+    return after[0]
+
+
 def check_references(refs: dict[str, Reference], content_root: Path) -> list[Diagnostic]:
-    """Stale results are errors; a changed major/minor package version is a warning."""
+    """Stale results are errors (a warning while a continuation of their run trains on, see
+    ``continuation``); a changed major/minor package version is a warning."""
     diagnostics = []
     for ref in refs.values():
         if not ref.results:
@@ -212,7 +250,16 @@ def check_references(refs: dict[str, Reference], content_root: Path) -> list[Dia
         installed["python"] = platform.python_version()
         for profile, result in ref.results.items():
             shown = display_path(ref.results_dir(profile) / RESULTS_FILE, content_root)
-            if result.code_sha256 != current:
+            going_on = continuation(ref, profile) if result.code_sha256 != current else None
+            if going_on is not None:
+                diagnostics.append(Diagnostic(
+                    shown, 1, 1, "warning",
+                    f"results of '{ref.name}' ({profile}) are those its run showed when it finished, by code "
+                    f"{result.code_sha256[:12]}; a continuation of its checkpoints (code {going_on.code[:12]}, "
+                    f"since {going_on.since}) trains on and the site shows its progress beside them",
+                    f"continue it: digest refs run {ref.name} --profile {profile} --resume; "
+                    "its results replace these when it finishes"))
+            elif result.code_sha256 != current:
                 diagnostics.append(Diagnostic(
                     shown, 1, 1, "error",
                     f"results of '{ref.name}' ({profile}) are stale: its code changed since they were made "
@@ -346,6 +393,12 @@ def state_summary(ref: Reference, profile: str) -> str | None:
     if not ref.manifest.resumable or newest is None or not writers:
         return None
     results = ref.results.get(profile)
+    going_on = continuation(ref, profile) if results else None
+    if going_on is not None:
+        return (f"continuation of the finished run (results of {results.finished}, code "
+                f"{results.code_sha256[:12]}): state last written {newest:%Y-%m-%d %H:%M} UTC, by code "
+                f"{writers[-1].code[:12]} (format {writers[-1].effective_format}), continuing since "
+                f"{going_on.since}; continue: digest refs run {ref.name} --profile {profile} --resume")
     if results and dt.datetime.fromisoformat(results.finished.replace("Z", "+00:00")) >= newest:
         return None
     earlier = f"; earlier code {', '.join(w.code[:12] for w in writers[:-1])}" if len(writers) > 1 else ""

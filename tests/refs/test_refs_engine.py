@@ -50,10 +50,14 @@ TOY_SCRIPT = textwrap.dedent('''
         manifest = Path("ref.yml").read_text(encoding="utf-8")
         manifest = manifest.replace("  curve: {label: 곡선}", "  curve: {label: 곡선}\\n  scatter: {label: 점 그림}")
         Path("ref.yml").write_text(manifest + "    scatter: {label: 점 그림}\\n", encoding="utf-8")
+    checkpoint = Path(args.state or ".") / "checkpoint.txt"
+    step = int(checkpoint.read_text().split()[1]) if args.resume and checkpoint.is_file() else 0
     if mode.startswith("hang"):
         if args.state:
-            (Path(args.state) / "checkpoint.txt").write_text("step 1")
+            checkpoint.write_text(f"step {step + 1}")
         time.sleep(60)
+    if mode.startswith("finish") and args.state:  # a run that ends with its checkpoint kept
+        checkpoint.write_text(f"step {step + 3}")
     if mode == "orphan":  # start a worker, then die by SIGKILL as the OOM killer would kill it
         import signal, subprocess
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -387,6 +391,71 @@ def test_a_paused_run_shows_its_progress_until_it_finishes(project, capsys):
     assert toy(project).unfinished("full") is None
     assert not (project / "refs/toy/state/full/progress").exists()  # superseded by the results
     assert "학습 진행 중" not in toy_page(project)[0].text
+
+
+def full_diagnostics(project: Path):
+    """What `digest check` says about the toy's full results (its quick ones were made by other code)."""
+    return [d for d in check(project, today=TODAY).diagnostics if "(full)" in d.message]
+
+
+def test_a_continued_finished_run_keeps_its_results_as_history_while_it_trains_on(project, capsys):
+    """A finished run whose checkpoints other code continues (same format): its results stay published,
+    stale by code hash but as a warning naming the continuation, beside the continuation's progress;
+    a run started over instead is no continuation, and its old results are stale again."""
+    show_progress(project)
+    shutil.rmtree(project / "refs/toy/results/quick")  # the note shows the full results
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace(
+        "resumable: true\n", "resumable: true\ncheckpoint_format: 1\n"), encoding="utf-8")
+    mode = project / "refs/toy/mode.txt"
+    mode.write_text("finish")  # trains to the end, checkpoint "step 3" kept
+    finished = run_reference(toy(project), "full", progress=lambda line: None)
+    assert finished.metrics["total"] == 8.0 and full_diagnostics(project) == []
+
+    mode.write_text("hang")  # new code resumes the finished run's checkpoint and trains on
+    said: list[str] = []
+    assert run_reference(toy(project), "full", resume=True, stop_after=1, progress=said.append) is None
+    assert any(f"continuing checkpoints written by code {finished.code_sha256[:12]}" in line for line in said)
+    ref = toy(project)
+    going_on = code_sha256(project / "refs/toy")
+    assert going_on != finished.code_sha256 and ref.results["full"] == finished  # the results stay
+    report = ref.unfinished("full")
+    assert report.metrics == {"count": 4}  # step 3 of the finished run, one more of the continuation
+    assert report.trained_with == [finished.code_sha256, going_on]
+    [warning] = full_diagnostics(project)  # no error
+    assert warning.severity == "warning" and f"continuation of its checkpoints (code {going_on[:12]}" in warning.message
+    assert f"by code {finished.code_sha256[:12]}" in warning.message
+    assert "--profile full --resume" in warning.hint
+    assert main(["refs", "status", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert f"continuation of the finished run (results of {finished.finished}" in out
+    assert "the site shows its progress as of" in out
+    page = toy_page(project)[0].text  # the finished run's numbers, and the continuation's progress
+    assert ">8.0</span> 이다" in page and "학습 진행 중" in page and "    - 지나온 단계: **4**" in page
+
+    # started over without --resume: the record begins anew, nothing continues the results
+    assert run_reference(toy(project), "full", stop_after=1, progress=lambda line: None) is None
+    assert toy(project).unfinished("full").metrics == {"count": 1}
+    [error] = full_diagnostics(project)
+    assert error.severity == "error" and "are stale" in error.message and "continuation" not in error.message
+
+
+def test_a_continuation_that_finishes_replaces_the_results_and_its_progress(project):
+    show_progress(project)
+    manifest = project / "refs/toy/ref.yml"
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace(
+        "resumable: true\n", "resumable: true\ncheckpoint_format: 1\n"), encoding="utf-8")
+    mode = project / "refs/toy/mode.txt"
+    mode.write_text("finish")
+    first = run_reference(toy(project), "full", progress=lambda line: None)
+    mode.write_text("hang")
+    run_reference(toy(project), "full", resume=True, stop_after=1, progress=lambda line: None)
+    paused = code_sha256(project / "refs/toy")
+    mode.write_text("finish, later")  # the continuation reaches its new stopping rule
+    final = run_reference(toy(project), "full", resume=True, progress=lambda line: None)
+    assert final.trained_with == [first.code_sha256, paused]
+    assert toy(project).unfinished("full") is None and not (project / "refs/toy/state/full/progress").exists()
+    assert full_diagnostics(project) == []
 
 
 def test_a_pause_draws_progress_as_the_manifest_says_now_not_as_when_the_run_began(project):
