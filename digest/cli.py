@@ -193,14 +193,18 @@ def _store(args, env, config, create: bool = False):
 
 
 def cmd_send(args) -> int:
+    env, config = _mail_config(args)
+    with contextlib.closing(_store(args, env, config)) as store:  # a PostgreSQL pool ends with the command
+        return _send(args, env, config, store)
+
+
+def _send(args, env, config, store) -> int:
     from digest.mail.compose import compose as compose_issue
     from digest.mail.compose import finished_week, render, weeks_with_notes
     from digest.mail.deliver import OutboxTransport, SmtpTransport, send, send_settings, smtp_settings, status_lines
     from digest.mail.message import mail_settings
     from digest.pipeline.check import load_content
 
-    env, config = _mail_config(args)
-    store = _store(args, env, config)
     content, _ = load_content(args.content)
     week = _week(args, finished_week)
     if args.status:
@@ -303,10 +307,14 @@ SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, 
 
 
 def cmd_subscribers(args) -> int:
+    env, config = _mail_config(args)
+    with contextlib.closing(_store(args, env, config, create=args.action in ("add", "import"))) as store:
+        return _subscribers(args, store)
+
+
+def _subscribers(args, store) -> int:
     from digest.subscribers.store import keyed_hash, read_csv
 
-    env, config = _mail_config(args)
-    store = _store(args, env, config, create=args.action in ("add", "import"))
     if args.action == "count":
         for status in ("confirmed", "pending", "unsubscribed"):
             print(f"{status:<13} {store.count(status)}")

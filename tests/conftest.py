@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -55,9 +56,10 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A running PostgreSQL on 127.0.0.1: yields the DSN of its `postgres` database."""
+@contextlib.contextmanager
+def running_postgres(max_connections: int = 200):
+    """Debian's PostgreSQL on a temporary folder and a loopback port: yields (DSN of its `postgres`
+    database, its log file)."""
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (Debian package postgresql; `make test` installs it)")
@@ -66,22 +68,30 @@ def postgres_server():
     folder = Path(tempfile.mkdtemp(prefix="digest-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    data, port = folder / "data", _free_port()
+    data, port, log = folder / "data", _free_port(), folder / "server.log"
     subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                                     "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, timeout=120)
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+               f"-c max_connections={max_connections}")
     started = subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
-                                              "-l", str(folder / "server.log"), "-w", "-t", "60", "start"]),
+                                              "-l", str(log), "-w", "-t", "60", "start"]),
                              capture_output=True, text=True, timeout=90)
     if started.returncode != 0:
-        log = (folder / "server.log").read_text(errors="replace") if (folder / "server.log").exists() else ""
-        pytest.fail(f"PostgreSQL did not start: {started.stdout}{started.stderr}{log[-2000:]}")
+        text = log.read_text(errors="replace") if log.exists() else ""
+        pytest.fail(f"PostgreSQL did not start: {started.stdout}{started.stderr}{text[-2000:]}")
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", log
     finally:
         subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True, timeout=60)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A running PostgreSQL on 127.0.0.1: yields the DSN of its `postgres` database."""
+    with running_postgres() as (dsn, _):
+        yield dsn
 
 
 @pytest.fixture

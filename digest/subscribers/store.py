@@ -40,9 +40,11 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import hmac
 import os
+import random
 import re
 import secrets
 import sqlite3
@@ -476,6 +478,59 @@ def migration_statements(number: int, dialect: str) -> list[str]:
     return [statement.strip() for statement in text.split(";") if statement.strip()]
 
 
+POOL_SIZE = 4  # PostgreSQL connections per process: 10 servers fit in the default max_connections
+POOL_WAIT = 5.0  # seconds a request waits for a free connection before it is answered 503
+RETRIES = 6  # times a transaction that PostgreSQL rolled back (deadlock, serialization) runs again
+
+
+def pool_size_setting(env=None) -> int:
+    """DIGEST_STORE_POOL: PostgreSQL connections per process (`digest serve`, `digest send`)."""
+    raw = (env if env is not None else os.environ).get("DIGEST_STORE_POOL", "")
+    if not raw.strip():
+        return POOL_SIZE
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 100:
+        raise UsageError(f"DIGEST_STORE_POOL is '{raw}': give a number of connections from 1 to 100")
+    return int(raw)
+
+
+class _Retry(Exception):
+    """PostgreSQL rolled a transaction back (deadlock, serialization failure): run it again."""
+
+
+def retried(method):
+    """A store method that is one transaction, run again (briefly backing off, with jitter) while
+    PostgreSQL rolls it back for a deadlock or a serialization failure: the caller never sees one."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        reason = None
+        for attempt in range(RETRIES):
+            try:
+                return method(self, *args, **kwargs)
+            except _Retry as exc:
+                reason = exc
+                time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
+        raise StoreError(f"the PostgreSQL store rolled {method.__name__} back {RETRIES} times: {reason}")
+    return run
+
+
+class _Rows:
+    """A statement's rows and rowcount, read before its connection goes back to the pool."""
+
+    def __init__(self, cursor):
+        self.rowcount = cursor.rowcount
+        self._rows = cursor.fetchall() if cursor.description else []
+
+    def fetchone(self):
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self):
+        rows, self._rows = self._rows, []
+        return rows
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
 def _topics_text(topics: Iterable[str]) -> str:
     return " ".join(sorted(set(topics)))
 
@@ -552,6 +607,7 @@ class SqlStore(SubscriberStore):
                     "reason=excluded.reason, since=excluded.since",
                     (suppression_hash(self._suppression_key(execute), row[0]), reason, _now()))
 
+    @retried
     def suppression(self, address):
         with self._tx() as execute:
             return self._suppressed(execute, normalize_address(address))
@@ -567,12 +623,14 @@ class SqlStore(SubscriberStore):
             secret = self._secret = bytes.fromhex(self._one("SELECT value FROM meta WHERE key='secret'")[0])
         return secret
 
+    @retried
     def add(self, address, topics=(), status="confirmed", source="admin"):
         address = normalize_address(address)
         with self._tx() as execute:
             subscriber_id, outcome = self._upsert(execute, address, tuple(topics), status, source)
         return (self.get(subscriber_id) if subscriber_id is not None else None), outcome == "created"
 
+    @retried
     def add_many(self, rows, source):
         created = updated = 0
         skipped: dict[str, int] = {}
@@ -629,6 +687,7 @@ class SqlStore(SubscriberStore):
         self._replace_topics(execute, row[0], topics)
         return row[0], "updated"
 
+    @retried
     def set_status(self, subscriber_id, status):
         if status not in STATUSES:
             raise UsageError(f"unknown subscriber status '{status}'")
@@ -665,6 +724,7 @@ class SqlStore(SubscriberStore):
             return self._select("1=1", ())
         return self._select("s.status=?", (status,))
 
+    @retried
     def remove(self, subscriber_id):
         with self._tx() as execute:
             return self._erase(execute, subscriber_id)
@@ -683,6 +743,7 @@ class SqlStore(SubscriberStore):
         execute("DELETE FROM subscriber_topics WHERE subscriber_id=?", (subscriber_id,))
         return execute("DELETE FROM subscribers WHERE id=?", (subscriber_id,)).rowcount == 1
 
+    @retried
     def purge_unconfirmed(self, days=PURGE_AFTER_DAYS):
         cutoff = int(time.time()) - int(days * 86400)
         with self._tx() as execute:
@@ -693,6 +754,7 @@ class SqlStore(SubscriberStore):
                 self._erase(execute, subscriber_id)
         return len(stale)
 
+    @retried
     def unsubscribe(self, subscriber_id):
         with self._tx() as execute:
             changed = execute("UPDATE subscribers SET status='unsubscribed', changed=? "
@@ -703,6 +765,7 @@ class SqlStore(SubscriberStore):
                 self._suppress(execute, subscriber_id, "unsubscribed")
         return changed
 
+    @retried
     def set_topics(self, subscriber_id, topics):
         with self._tx() as execute:
             found = execute("UPDATE subscribers SET changed=? WHERE id=? AND status != 'unsubscribed' RETURNING id",
@@ -712,6 +775,7 @@ class SqlStore(SubscriberStore):
         return found is not None
 
     # --- double opt-in ---
+    @retried
     def request_confirmation(self, address, topics, window, lifetime):
         address, now = normalize_address(address), int(time.time())
         with self._tx() as execute:
@@ -730,6 +794,7 @@ class SqlStore(SubscriberStore):
                 confirmation = Confirmation(row[0], subscriber_id, expires)
         return self.get(subscriber_id), confirmation
 
+    @retried
     def withdraw_confirmation(self, confirmation_id):
         return self._execute("DELETE FROM confirmations WHERE id=? AND used_at IS NULL",
                              (confirmation_id,)).rowcount == 1
@@ -742,6 +807,7 @@ class SqlStore(SubscriberStore):
         state = "used" if used_at is not None else "expired" if expires_at <= int(time.time()) else "open"
         return state, self.get(subscriber_id)
 
+    @retried
     def confirm(self, confirmation_id):
         now = int(time.time())
         with self._tx() as execute:
@@ -765,6 +831,7 @@ class SqlStore(SubscriberStore):
         return "confirmed", self.get(subscriber_id)
 
     # --- ledger ---
+    @retried
     def queue(self, issue, channel):
         with self._tx() as execute:
             cur = execute(
@@ -777,6 +844,7 @@ class SqlStore(SubscriberStore):
                     "(SELECT id FROM subscribers WHERE status != 'confirmed')", (_now(), issue, channel))
         return added
 
+    @retried
     def resend_ambiguous(self, issue, channel):
         return self._execute("UPDATE deliveries SET state='pending', updated=? "
                              "WHERE issue=? AND channel=? AND state='ambiguous'", (_now(), issue, channel)).rowcount
@@ -789,6 +857,7 @@ class SqlStore(SubscriberStore):
             "ORDER BY d.subscriber_id LIMIT ?", (issue, channel, after, limit)).fetchall()
         return [Subscriber(i, a, tuple(sorted((t or "").split())), s) for i, a, s, t in rows]
 
+    @retried
     def begin_send(self, issue, channel, subscriber_id):
         return self._execute(
             "UPDATE deliveries SET state='sending', attempts=attempts+1, updated=? "
@@ -796,6 +865,7 @@ class SqlStore(SubscriberStore):
             "AND EXISTS (SELECT 1 FROM subscribers WHERE id=? AND status='confirmed')",
             (_now(), issue, channel, subscriber_id, subscriber_id)).rowcount == 1
 
+    @retried
     def finish(self, issue, channel, subscriber_id, state, reply="", attempts=0):
         if state not in STATES:
             raise UsageError(f"unknown delivery state '{state}'")
@@ -936,10 +1006,19 @@ class PostgresStore(SqlStore):
     dialect = "postgresql"
     MIGRATION_LOCK = 0x64696765  # 'dige'
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, pool_size: int | None = None, pool_wait: float | None = None):
+        from psycopg_pool import ConnectionPool
+
         self.dsn = dsn
-        self._init_connections()
+        self.pool_size = pool_size or pool_size_setting()
         self._sql: dict[str, str] = {}
+        self._connect().close()  # an unreachable server: one clear error now, not a pool timing out later
+        # At most pool_size connections per process, whatever the number of threads: a request waits
+        # up to pool_wait seconds for one, so several servers fit in the server's max_connections.
+        self._pool = ConnectionPool(dsn, min_size=1, max_size=self.pool_size, timeout=pool_wait or POOL_WAIT,
+                                    open=False, kwargs={"autocommit": True, "connect_timeout": 10},
+                                    name="digest-store")
+        self._pool.open()
         self._migrate()
 
     def _connect(self):
@@ -951,14 +1030,8 @@ class PostgresStore(SqlStore):
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise StoreError(f"cannot connect to the PostgreSQL store at {_redact_dsn(self.dsn)}: {reason}") from None
 
-    @property
-    def db(self):
-        con = getattr(self._local, "con", None)
-        if con is None or con.closed:
-            con = self._local.con = self._connect()
-            with self._lock:
-                self._connections.append(con)
-        return con
+    def close(self) -> None:
+        self._pool.close()
 
     def _convert(self, sql: str) -> str:
         converted = self._sql.get(sql)
@@ -967,36 +1040,32 @@ class PostgresStore(SqlStore):
         return converted
 
     def _execute(self, sql, args=()):
-        import psycopg
-
-        try:
-            return self.db.execute(self._convert(sql), args)
-        except psycopg.OperationalError as exc:  # the server went away: the next call reconnects
-            self._drop_connection()
-            raise StoreError(f"the PostgreSQL store failed: {str(exc).strip()[:200]}") from None
+        with self._connection() as con:
+            return _Rows(con.execute(self._convert(sql), args))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator:
+        with self._connection() as con, con.transaction():
+            yield lambda sql, args=(): con.execute(self._convert(sql), args)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator:
+        """A connection of the pool for one statement or transaction; PostgreSQL's failures as the
+        store's: a rolled-back deadlock or serialization failure as _Retry (``retried`` runs the
+        method again), a broken connection (the pool replaces it) or no free one as StoreError."""
         import psycopg
+        from psycopg_pool import PoolTimeout
 
-        con = self.db
         try:
-            with con.transaction():
-                yield lambda sql, args=(): con.execute(self._convert(sql), args)
-        except psycopg.OperationalError as exc:
-            self._drop_connection()
+            with self._pool.connection() as con:
+                yield con
+        except psycopg.errors.TransactionRollbackError as exc:
+            raise _Retry(str(exc).strip().splitlines()[0]) from None
+        except PoolTimeout:
+            raise StoreError(f"no PostgreSQL connection free within {self._pool.timeout:g} s "
+                             f"({self.pool_size} per process, DIGEST_STORE_POOL)") from None
+        except psycopg.OperationalError as exc:  # the server went away: the pool opens a new one
             raise StoreError(f"the PostgreSQL store failed: {str(exc).strip()[:200]}") from None
-
-    def _drop_connection(self) -> None:
-        """Close this thread's connection after a failure (the next call opens a new one): a dropped
-        but open connection stays idle on the server, one of its max_connections, until it exits."""
-        con = getattr(self._local, "con", None)
-        self._local.con = None
-        if con is not None:
-            with self._lock:
-                if con in self._connections:
-                    self._connections.remove(con)
-            con.close()
 
     def _migrate(self) -> None:
         with self._tx() as execute:
