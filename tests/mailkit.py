@@ -11,6 +11,7 @@ Other test modules import these; pytest finds the fixtures through the import.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -45,6 +46,7 @@ class Recorder:
 
     messages: list[Received] = field(default_factory=list)
     rules: dict[str, list[str]] = field(default_factory=dict)
+    reply_delay: float = 0.0  # seconds between taking a message (recorded) and replying 250: a slow relay
     lock: threading.Lock = field(default_factory=threading.Lock)
     connections: int = 0
 
@@ -83,6 +85,8 @@ class Recorder:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
         if rule == "accept-drop":
             server.transport.close()
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)
         return "250 2.0.0 queued"
 
     def to(self, address: str) -> list[Received]:

@@ -4,7 +4,7 @@
                              config file's [serve] table, then embedded defaults (loopback)
     create_app(...)          the Starlette (ASGI) app; uvicorn runs it (``run``)
     subscribe_form_html(...) the subscribe form as an HTML fragment, for the site to embed
-    confirmation_message     the double opt-in email, built with the digest's own mail code
+    (confirmations.py)       the double opt-in email and its durable sender (the store's outbox)
 
 Routes (relative to the base URL; the digest's emails link to the last three):
 
@@ -16,7 +16,8 @@ Routes (relative to the base URL; the digest's emails link to the last three):
     GET  health                    200 when the store answers, else 503
 
 Abuse: the answer to a subscribe request is the same bytes whether the address is new, pending
-or subscribed, and the confirmation email goes out after the response (no timing difference);
+or subscribed, and the confirmation email goes out after the response (no timing difference),
+from the store's outbox, written in the sign-up's own transaction (a crash loses no email);
 one confirmation per address per window (kept in the store, so it holds across servers); rate
 limits per client IP and per address (in memory, per process); CSRF: a form POST must carry the
 token of a form this service rendered (bound to a cookie), except the subscribe form embedded on
@@ -28,41 +29,31 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
-import email.utils
 import hashlib
 import hmac
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from digest.content.model import SEOUL
-from digest.errors import AddressInvalid, DigestError, RequestRefused, ServeError, StoreError
-from digest.files import write_atomic
+from digest.errors import AddressInvalid, RequestRefused, ServeError, StoreError
 from digest.mail.message import (
-    CRLF,
     DEFAULT_SITE_URL,
     MailSettings,
-    base64_lines,
     checked_url,
-    fold_address,
-    header_bytes,
     setting,
-    subject_line,
 )
+from digest.service.confirmations import ConfirmationSender, transport_factory
 from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
     Subscriber,
     SubscriberStore,
     keyed_hash,
     normalize_address,
-    sign_expiring,
     verify_expiring,
     verify_token,
 )
@@ -87,6 +78,10 @@ class ServeSettings:
     outbox: Path = Path("outbox")
     confirm_window: float = 600.0  # at most one confirmation email per address in this many seconds
     confirm_lifetime: float = 48 * 3600.0  # a confirmation link works this long, once
+    confirm_retry: float = 5.0  # after a temporary failure, its email is tried again this long after,
+    # doubling each time (at most 5 minutes apart, 6 tries, then withdrawn: asking again sends one)
+    confirm_lease: float = 60.0  # a sender holds an email this long; longer than the relay's timeout, as
+    # a dead sender's emails wait this long for another (one it left after its final '.': ambiguous)
     ip_limit: tuple[int, float] = (30, 60.0)  # form POSTs per client IP: (count, seconds)
     address_limit: tuple[int, float] = (5, 3600.0)  # subscribe requests per address
     max_body: int = 8192  # bytes of a request body
@@ -160,6 +155,8 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         secret=load_secret(env), mail=mail, outbox=Path(outbox or get("outbox", d.outbox)),
         confirm_window=_number(get("confirm_window", d.confirm_window), "DIGEST_SERVE_CONFIRM_WINDOW"),
         confirm_lifetime=_number(get("confirm_lifetime", d.confirm_lifetime), "DIGEST_SERVE_CONFIRM_LIFETIME"),
+        confirm_retry=_number(get("confirm_retry", d.confirm_retry), "DIGEST_SERVE_CONFIRM_RETRY"),
+        confirm_lease=_number(get("confirm_lease", d.confirm_lease), "DIGEST_SERVE_CONFIRM_LEASE"),
         ip_limit=_limit(get("ip_limit", d.ip_limit), "DIGEST_SERVE_IP_LIMIT"),
         address_limit=_limit(get("address_limit", d.address_limit), "DIGEST_SERVE_ADDRESS_LIMIT"),
         max_body=_number(get("max_body", d.max_body), "DIGEST_SERVE_MAX_BODY", int),
@@ -231,107 +228,6 @@ class RateLimiter:
         return 0.0
 
 
-# --- the confirmation email ------------------------------------------------------------------
-
-def confirmation_message(mail: MailSettings, address: str, confirm_url: str, already: bool,
-                         lifetime_hours: int, now: dt.datetime | None = None) -> bytes:
-    """The double opt-in email, text and HTML, built like the digest's messages (and DKIM-signed
-    when a key is configured)."""
-    env = environment()
-    context = {"url": confirm_url, "already": already, "hours": lifetime_hours, "list_name": mail.list_name,
-               "site_url": mail.site_url}
-    text = env.get_template("serve/confirm_email.txt").render(**context).replace("\n", "\r\n")
-    html = env.get_template("serve/confirm_email.html").render(**context).replace("\n", "\r\n")
-    boundary = "=_confirm_" + secrets.token_hex(8)
-    subject = f"[{mail.list_name}] " + ("주제 변경을 확인해 주세요" if already else "구독을 확인해 주세요")
-    now = now or dt.datetime.now(SEOUL).replace(microsecond=0)  # as the digest's own Date
-    headers = [
-        (b"From", fold_address("From", mail.sender_name, mail.sender).encode()),
-        (b"To", f"To: {address}\r\n".encode()),
-        (b"Subject", subject_line(subject)),
-        (b"Date", header_bytes("Date", email.utils.format_datetime(now))),
-        (b"Message-ID", f"Message-ID: <confirm.{secrets.token_hex(10)}@{mail.domain}>\r\n".encode()),
-        (b"Auto-Submitted", b"Auto-Submitted: auto-generated\r\n"),
-        (b"MIME-Version", b"MIME-Version: 1.0\r\n"),
-        (b"Content-Type", f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode()),
-    ]
-    b = boundary.encode()
-    body = b"".join([
-        b"--" + b + CRLF, b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
-        base64_lines(text.encode()),
-        b"--" + b + CRLF, b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
-        base64_lines(html.encode()), b"--" + b + b"--" + CRLF])
-    head = b"".join(line for _, line in headers)
-    if mail.signer is not None:
-        head = mail.signer.sign(headers, body) + head
-    return head + CRLF + body
-
-
-@dataclass
-class Mailer:
-    """Sends confirmation emails: into outbox/confirmations/ (default) or through SMTP."""
-
-    settings: ServeSettings
-    mail: MailSettings
-    secret: bytes  # the store's, for keyed hashes in file names and logs
-    smtp: object = None  # deliver.SmtpSettings when mail == "smtp"
-    envelope_from: str = ""
-    pool: ThreadPoolExecutor = dataclasses.field(default_factory=lambda: ThreadPoolExecutor(
-        2, thread_name_prefix="confirm-mail"))
-
-    def submit(self, address: str, confirm_url: str, already: bool,
-               withdraw: Callable[[], object] = lambda: None) -> None:
-        """Send on a mail thread: the HTTP response never waits for (or reveals) a mail being sent.
-        ``withdraw`` runs when the mail surely did not go out, so the reader's next try sends one."""
-        self.pool.submit(self._send_logged, address, confirm_url, already, withdraw)
-
-    def _send_logged(self, address: str, confirm_url: str, already: bool, withdraw: Callable[[], object]) -> None:
-        who = keyed_hash(self.secret, address)
-        try:
-            delivered = self.send(address, confirm_url, already, who)
-        except (OSError, DigestError) as exc:
-            log.error("confirmation for %s not sent: %s", who, type(exc).__name__ if "@" in str(exc) else exc)
-            delivered = False
-        if delivered:
-            return
-        try:
-            withdraw()
-        except StoreError as exc:  # the reader waits out the window instead
-            log.error("confirmation for %s not withdrawn: %s", who, exc)
-            return
-        log.info("confirmation for %s withdrawn: the next subscribe request sends a new one", who)
-
-    def send(self, address: str, confirm_url: str, already: bool, who: str) -> bool:
-        """Whether the mail went out (or may have: an ambiguous reply counts, its link stays good);
-        ``who`` is the address's keyed hash, for the log."""
-        message = confirmation_message(self.mail, address, confirm_url, already,
-                                       int(self.settings.confirm_lifetime // 3600))
-        if self.settings.mail == "smtp":
-            return self._smtp(address, message, who)
-        self._outbox(message, who)
-        return True
-
-    def _outbox(self, message: bytes, who: str) -> None:
-        folder = self.settings.outbox / "confirmations"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}-{who}.eml"
-        write_atomic(path, message, private=True)
-        log.info("confirmation for %s written to %s", who, path.name)
-
-    def _smtp(self, address: str, message: bytes, who: str) -> bool:
-        from digest.mail.deliver import SmtpTransport
-
-        transport = SmtpTransport(self.smtp)
-        try:
-            outcome = transport.deliver(self.envelope_from or self.mail.sender, Subscriber(0, address), message,
-                                        lambda: True)
-        finally:
-            transport.close()
-        log.info("confirmation for %s: %s %s", who, outcome.kind, outcome.reply.split("\n")[0][:120]
-                 if "@" not in outcome.reply else "")
-        return outcome.kind not in ("lost", "temporary")  # neither left the server's hands
-
-
 # --- pages -----------------------------------------------------------------------------------
 
 def tag_choices(tags) -> list[tuple[str, str]]:
@@ -387,7 +283,7 @@ class Service:
     store: SubscriberStore
     mail: MailSettings
     tags: list[tuple[str, str]]
-    mailer: Mailer
+    sender: ConfirmationSender
     store_secret: bytes = b""
     ip_limiter: RateLimiter = None
     address_limiter: RateLimiter = None
@@ -564,10 +460,8 @@ async def subscribe(request):
     s = service.settings
     subscriber, confirmation = await in_thread(service.store.request_confirmation, address, topics,
                                                s.confirm_window, s.confirm_lifetime)
-    if confirmation is not None:
-        token = sign_expiring(service.store_secret, "confirm", confirmation.id, confirmation.expires)
-        service.mailer.submit(subscriber.address, service.url(f"confirm/{token}"), subscriber.status == "confirmed",
-                              withdraw=lambda: service.store.withdraw_confirmation(confirmation.id))
+    if confirmation is not None:  # its email is in the store's outbox since the same transaction
+        service.sender.wake()
     log.info("subscribe request for %s: %s", who, "confirmation queued" if confirmation else
              "no new mail (one was sent within the window)")
     return page(request, "sent.html", window=_duration(s.confirm_window))
@@ -786,8 +680,12 @@ class Guard:
         return limited
 
 
-def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, mailer: Mailer | None = None):
-    """The ASGI app. ``mail.service_url`` is replaced by the service's base URL."""
+def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None):
+    """The ASGI app, with the sender of its confirmation emails running while it is served
+    (``smtp``: deliver.SmtpSettings when settings.mail is "smtp"). ``mail.service_url`` is replaced
+    by the service's base URL."""
+    import contextlib
+
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
@@ -796,9 +694,12 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
 
     mail = dataclasses.replace(mail, service_url=settings.base_url)
     secret = store.secret()
-    service = Service(settings, store, mail, tag_choices(tags), mailer or Mailer(settings, mail, secret),
-                      store_secret=secret, ip_limiter=RateLimiter(*settings.ip_limit),
-                      address_limiter=RateLimiter(*settings.address_limit),
+    sender = ConfirmationSender(store, mail, settings.base_url, secret, int(settings.confirm_lifetime // 3600),
+                                transport_factory(settings.mail, settings.outbox, secret, smtp),
+                                getattr(smtp, "envelope_from", "") or "", retry_base=settings.confirm_retry,
+                                lease=settings.confirm_lease)
+    service = Service(settings, store, mail, tag_choices(tags), sender, store_secret=secret,
+                      ip_limiter=RateLimiter(*settings.ip_limit), address_limiter=RateLimiter(*settings.address_limit),
                       own_origins=frozenset({_origin(settings.base_url)}),
                       site_origins=form_origins(settings, mail))
     prefix = settings.base_path.rstrip("/")
@@ -818,9 +719,17 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
         html = render(service, "error.html", message=TEXT["too_large"])
         await HTMLResponse(html, 413, headers={"Connection": "close"})(scope, receive, send)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        sender.start()  # emails left by an earlier run, or by a server that died, go out now
+        try:
+            yield
+        finally:
+            sender.stop()
+
     app = Starlette(routes=routes, exception_handlers={RequestRefused: refused, HTTPException: http_error,
                                                        StoreError: store_failed},
-                    middleware=[Middleware(Guard, settings=settings, too_large=too_large)])
+                    middleware=[Middleware(Guard, settings=settings, too_large=too_large)], lifespan=lifespan)
     app.state.service = service
     return app
 
@@ -834,9 +743,7 @@ def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tag
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    mailer = Mailer(settings, dataclasses.replace(mail, service_url=settings.base_url), store.secret(), smtp,
-                    getattr(smtp, "envelope_from", "") or "")
-    app = create_app(settings, store, mail, tags, mailer)
+    app = create_app(settings, store, mail, tags, smtp)
     log.info("erased %d unconfirmed sign-up(s) whose links expired over %g days ago",
              store.purge_unconfirmed(), PURGE_AFTER_DAYS)
     log.info("%s (store: %s; confirmation mail: %s)", settings.base_url, type(store).__name__,

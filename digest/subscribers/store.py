@@ -237,6 +237,17 @@ class Confirmation:
 CONFIRM_OUTCOMES = ("confirmed", "used", "expired", "unknown")
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxMail:
+    """A confirmation email waiting in the store's outbox, as a sender claimed it."""
+
+    id: int
+    confirmation: Confirmation
+    address: str
+    already: bool  # a confirmed reader asking for other topics: the mail confirms a change
+    attempts: int
+
+
 class SubscriberStore(abc.ABC):
     """What every backend provides. Each method is one short transaction; all are thread-safe.
 
@@ -304,8 +315,25 @@ class SubscriberStore(abc.ABC):
     @abc.abstractmethod
     def request_confirmation(self, address: str, topics: Iterable[str], window: float,
                              lifetime: float) -> tuple[Subscriber, Confirmation | None]:
-        """Record a subscribe request: a new or unsubscribed address becomes pending (a confirmed one
-        stays confirmed). A new confirmation (to email) unless one was made within ``window`` seconds."""
+        """Record a subscribe request: a new address becomes pending (a known one keeps its status). A
+        new confirmation unless one was made within ``window`` seconds, with its email queued in the
+        outbox in the same transaction."""
+
+    @abc.abstractmethod
+    def claim_outbox(self, sender: str, lease: float) -> OutboxMail | None:
+        """The oldest confirmation email due, reserved for ``sender`` for ``lease`` seconds (None:
+        nothing due). Rows a dead sender left 'sending' are marked 'ambiguous' first."""
+
+    @abc.abstractmethod
+    def begin_outbox(self, mail_id: int, sender: str) -> bool:
+        """pending → sending, just before the message's final '.', if ``sender`` still holds it."""
+
+    @abc.abstractmethod
+    def finish_outbox(self, mail_id: int, state: str, reply: str = "", retry_in: float | None = None) -> None:
+        """sent or ambiguous; 'pending' with ``retry_in`` seconds for a temporary failure."""
+
+    @abc.abstractmethod
+    def outbox_counts(self) -> dict[str, int]: ...
 
     @abc.abstractmethod
     def withdraw_confirmation(self, confirmation_id: int) -> bool:
@@ -454,6 +482,27 @@ MIGRATIONS += (
     """,
 )
 SUPPRESSIONS_MIGRATION = len(MIGRATIONS)  # the schema version from which suppressions exist
+MIGRATIONS += (
+    # The confirmation outbox: each confirmation's email, written in the transaction that records the
+    # sign-up, so a server killed before sending leaves it for the next one (the delivery ledger's
+    # states: 'sending' is written just before the message's final '.', so a row left 'sending' by a
+    # dead sender may have been delivered and is marked 'ambiguous', never resent blindly).
+    """
+    CREATE TABLE outbox (
+        id {id},
+        confirmation_id {ref} NOT NULL REFERENCES confirmations(id) ON DELETE CASCADE,
+        already INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'ambiguous')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reply TEXT NOT NULL DEFAULT '',
+        next_at BIGINT NOT NULL,
+        claimed_by TEXT NOT NULL DEFAULT '',
+        claimed_until BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_by_state ON outbox (state, next_at)
+    """,
+)
+OUTBOX_STATES = ("pending", "sending", "sent", "ambiguous")
 
 
 @dataclass(frozen=True, slots=True)
@@ -792,7 +841,50 @@ class SqlStore(SubscriberStore):
                               "VALUES (?, ?, ?, ?) RETURNING id",
                               (subscriber_id, _topics_text(topics), now, expires)).fetchone()
                 confirmation = Confirmation(row[0], subscriber_id, expires)
+                already = execute("SELECT status FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()[0]
+                execute("INSERT INTO outbox (confirmation_id, already, state, next_at) VALUES (?, ?, 'pending', ?)",
+                        (confirmation.id, int(already == "confirmed"), now))
         return self.get(subscriber_id), confirmation
+
+    skip_locked = ""  # PostgreSQL: senders of several servers claim different rows without waiting
+
+    @retried
+    def claim_outbox(self, sender, lease):
+        now = int(time.time())
+        with self._tx() as execute:
+            execute("UPDATE outbox SET state='ambiguous', reply=? WHERE state='sending' AND claimed_until < ?",
+                    ("its sender stopped after the final '.', before the server's reply", now))
+            row = execute(
+                "UPDATE outbox SET claimed_by=?, claimed_until=? WHERE id = (SELECT id FROM outbox "
+                f"WHERE state='pending' AND next_at <= ? AND claimed_until < ? ORDER BY id LIMIT 1{self.skip_locked}) "
+                "RETURNING id, confirmation_id, already, attempts", (sender, now + int(lease), now, now)).fetchone()
+            if row is None:
+                return None
+            mail_id, confirmation_id, already, attempts = row
+            subscriber_id, expires, address = execute(
+                "SELECT c.subscriber_id, c.expires_at, s.address FROM confirmations c "
+                "JOIN subscribers s ON s.id = c.subscriber_id WHERE c.id=?", (confirmation_id,)).fetchone()
+        return OutboxMail(mail_id, Confirmation(confirmation_id, subscriber_id, expires), address, bool(already),
+                          attempts)
+
+    @retried
+    def begin_outbox(self, mail_id, sender):
+        return self._execute("UPDATE outbox SET state='sending' WHERE id=? AND claimed_by=? "
+                             "AND state='pending' AND claimed_until >= ?",
+                             (mail_id, sender, int(time.time()))).rowcount == 1
+
+    @retried
+    def finish_outbox(self, mail_id, state, reply="", retry_in=None):
+        if state not in OUTBOX_STATES or (state == "pending") != (retry_in is not None):
+            raise UsageError(f"an outbox mail ends 'sent' or 'ambiguous', or goes back to 'pending' with a "
+                             f"retry time, not '{state}'")
+        self._execute("UPDATE outbox SET state=?, reply=?, next_at=?, attempts=attempts+?, claimed_by='', "
+                      "claimed_until=0 WHERE id=?",
+                      (state, reply[:300], int(time.time() + (retry_in or 0)), int(state == "pending"), mail_id))
+
+    def outbox_counts(self):
+        found = dict(self._execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+        return {state: found.get(state, 0) for state in OUTBOX_STATES}
 
     @retried
     def withdraw_confirmation(self, confirmation_id):
@@ -1004,6 +1096,7 @@ class PostgresStore(SqlStore):
 
     concat = "string_agg(tag, ' ')"
     dialect = "postgresql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
     MIGRATION_LOCK = 0x64696765  # 'dige'
 
     def __init__(self, dsn: str, pool_size: int | None = None, pool_wait: float | None = None):
