@@ -19,7 +19,8 @@ Abuse: the answer to a subscribe request is the same bytes whether the address i
 or subscribed, and the confirmation email goes out after the response (no timing difference),
 from the store's outbox, written in the sign-up's own transaction (a crash loses no email);
 one confirmation per address per window (kept in the store, so it holds across servers); rate
-limits per client IP and per address (in memory, per process); CSRF: a form POST must carry the
+limits per client IP and per address (token buckets: in the store on PostgreSQL, so they hold
+across servers; in memory on SQLite); CSRF: a form POST must carry the
 token of a form this service rendered (bound to a cookie), except the subscribe form embedded on
 the site, which is accepted from the site's origin; a POST from any other origin is refused.
 Addresses never reach a log: lines carry ``keyed_hash``.
@@ -34,7 +35,6 @@ import hmac
 import logging
 import os
 import secrets
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,7 @@ from digest.mail.message import (
     setting,
 )
 from digest.service.confirmations import ConfirmationSender, transport_factory
+from digest.service.limits import SharedBucket, TokenBucket, limiter
 from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
     Subscriber,
@@ -60,6 +61,7 @@ from digest.subscribers.store import (
 from digest.templates import environment
 
 log = logging.getLogger("digest.service.app")
+Limiter = TokenBucket | SharedBucket
 
 DEFAULT_PORT = 8470
 SECRET_FILE = "var/serve-secret"  # gitignored with the rest of var/
@@ -203,31 +205,6 @@ def csrf_valid(secret: bytes, nonce: str | None, token: str | None) -> bool:
     return hmac.compare_digest(csrf_token(secret, nonce), token)
 
 
-class RateLimiter:
-    """At most ``count`` hits per key in each ``period`` (fixed windows); bounded memory.
-
-    Used from the event loop only, so it needs no lock. Per process: several servers behind a
-    balancer each allow this much (the per-address confirmation window is in the store).
-    """
-
-    def __init__(self, count: int, period: float, max_keys: int = 100_000):
-        self.count, self.period, self.max_keys = count, period, max_keys
-        self.windows: dict[str, tuple[float, int]] = {}
-
-    def hit(self, key: str, now: float | None = None) -> float:
-        """0 when allowed (and counted), else the seconds until the key may try again."""
-        now = time.monotonic() if now is None else now
-        start, used = self.windows.get(key, (now, 0))
-        if now - start >= self.period:
-            start, used = now, 0
-        if used >= self.count:
-            return start + self.period - now
-        if len(self.windows) >= self.max_keys and key not in self.windows:
-            self.windows = {k: w for k, w in self.windows.items() if now - w[0] < self.period}
-        self.windows[key] = (start, used + 1)
-        return 0.0
-
-
 # --- pages -----------------------------------------------------------------------------------
 
 def tag_choices(tags) -> list[tuple[str, str]]:
@@ -285,8 +262,8 @@ class Service:
     tags: list[tuple[str, str]]
     sender: ConfirmationSender
     store_secret: bytes = b""
-    ip_limiter: RateLimiter = None
-    address_limiter: RateLimiter = None
+    ip_limiter: Limiter = None
+    address_limiter: Limiter = None
     own_origins: frozenset[str] = frozenset()
     site_origins: frozenset[str] = frozenset()
 
@@ -325,10 +302,15 @@ def refuse(status: int, key: str, retry_after: float | None = None) -> RequestRe
     return RequestRefused(status, TEXT[key].format(wait=wait), int(retry_after + 1) if retry_after else None)
 
 
-def limit_ip(request) -> None:
+async def limited(limit: Limiter, key: str) -> float:
+    """Seconds until ``key`` may try again (0: allowed, and counted); a shared limit asks the store."""
+    return await in_thread(limit.hit, key) if limit.blocking else limit.hit(key)
+
+
+async def limit_ip(request) -> None:
     service = _service(request)
     client = request.client.host if request.client else "unknown"
-    if wait := service.ip_limiter.hit(client):
+    if wait := await limited(service.ip_limiter, client):
         raise refuse(429, "ip", wait)
 
 
@@ -407,7 +389,7 @@ async def page_form(request):
 
     Returns (service, fields)."""
     service = _service(request)
-    limit_ip(request)
+    await limit_ip(request)
     fields = await read_form(request)
     check_origin(request, allow_site=False)
     check_csrf(request, fields)
@@ -444,7 +426,7 @@ async def subscribe_page(request):
 
 async def subscribe(request):
     service = _service(request)
-    limit_ip(request)
+    await limit_ip(request)
     fields = await read_form(request)
     if check_origin(request, allow_site=True) != "site":
         check_csrf(request, fields)
@@ -455,7 +437,7 @@ async def subscribe(request):
         return page(request, "subscribe.html", 400, form=True, tags=service.tags, email=one(fields, "email"),
                     chosen=set(topics), error=TEXT["address"])
     who = keyed_hash(service.store_secret, address)
-    if wait := service.address_limiter.hit(who):
+    if wait := await limited(service.address_limiter, who):
         raise refuse(429, "address_limit", wait)
     s = service.settings
     subscriber, confirmation = await in_thread(service.store.request_confirmation, address, topics,
@@ -549,7 +531,7 @@ async def unsubscribe(request):
     subscriber_id = _subscriber_id(service, request, "unsubscribe")
     one_click = fields.get("List-Unsubscribe") == ["One-Click"]
     if not one_click:
-        limit_ip(request)
+        await limit_ip(request)
         check_origin(request, allow_site=False)
         check_csrf(request, fields)
     if await in_thread(service.store.unsubscribe, subscriber_id):
@@ -699,7 +681,8 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
                                 getattr(smtp, "envelope_from", "") or "", retry_base=settings.confirm_retry,
                                 lease=settings.confirm_lease)
     service = Service(settings, store, mail, tag_choices(tags), sender, store_secret=secret,
-                      ip_limiter=RateLimiter(*settings.ip_limit), address_limiter=RateLimiter(*settings.address_limit),
+                      ip_limiter=limiter(store, "ip", *settings.ip_limit),
+                      address_limiter=limiter(store, "address", *settings.address_limit),
                       own_origins=frozenset({_origin(settings.base_url)}),
                       site_origins=form_origins(settings, mail))
     prefix = settings.base_path.rstrip("/")
