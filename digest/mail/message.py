@@ -1,8 +1,10 @@
 """Stage: mail — headers that survive every client, per-recipient MIME bytes, DKIM.
 
-    DigestPolicy      folds Subject and display names through ``email.header.Header``: Python
-                      3.11-3.12 drop spaces between encoded words on decoding (gh-92081) and 3.13.0
-                      glues some together (``?==?``, gh-144156), which Yahoo rejects
+    DigestPolicy      folds Subject and display names with our own encoder (``encoded_words``):
+                      CPython's Header writes 76-character encoded words on continuation lines
+                      (RFC 2047 allows 75), Python 3.11-3.12 drop spaces between encoded words on
+                      decoding (gh-92081) and 3.13.0 glues some together (``?==?``, gh-144156),
+                      which Yahoo rejects
     header_text       any text made fit for a header: one line, no control characters
     MailSettings      From, list id, site and subscription-service URLs; env or config file
     Layout            a message part rendered once, split into constant bytes, slots and blocks
@@ -24,9 +26,9 @@ import os
 import re
 import time
 import tomllib
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from email.header import Header
 from email.policy import EmailPolicy
 from pathlib import Path
 
@@ -49,12 +51,54 @@ def header_text(value: str, limit: int = 300) -> str:
 ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to", "sender"})
 
 
-def fold_subject(name: str, text: str, linesep: str = "\r\n") -> str | None:
-    """``Name: value`` folded as encoded words when the default folder could get it wrong, else None."""
-    if text.isascii() and "=?" not in text and all(len(word) <= MAX_LINE - len(name) - 4 for word in text.split()):
-        return None  # plain ASCII words: the default folder is right, and readable
-    encoded = Header(text, "utf-8", header_name=name).encode(linesep=linesep, maxlinelen=MAX_LINE)
-    return f"{name}: {encoded}{linesep}"
+ENCODED_WORD_MAX = 75  # RFC 2047 section 2: characters in one encoded word, '=?utf-8?b?' to '?='
+_WORD_OVERHEAD = len("=?utf-8?b??=")
+
+
+def _encoded_length(text: str) -> int:
+    return _WORD_OVERHEAD + 4 * -(-len(text.encode()) // 3)
+
+
+def _encoded_word(text: str) -> str:
+    return f"=?utf-8?b?{base64.b64encode(text.encode()).decode('ascii')}?="
+
+
+def encoded_words(text: str, first: int = ENCODED_WORD_MAX) -> list[str]:
+    """``text`` as base64 encoded words of UTF-8, each at most 75 characters (the first at most
+    ``first``), cut only between characters, so each decodes alone (RFC 2047 section 5). Spaces
+    travel inside the words: the whitespace between two encoded words is not part of the text."""
+    words: list[str] = []
+    chunk, budget = "", min(first, ENCODED_WORD_MAX)
+    for char in text:
+        if chunk and _encoded_length(chunk + char) > budget:
+            words.append(_encoded_word(chunk))
+            chunk, budget = "", ENCODED_WORD_MAX
+        chunk += char
+    return words + [_encoded_word(chunk)]
+
+
+def _fold_plain(name: str, text: str, linesep: str) -> str | None:
+    """ASCII words folded at spaces, lines at most 78 characters, never before the first word (a
+    reader would see the fold's space in front of it); None when a word cannot fit a line."""
+    lines, line = [], f"{name}:"
+    for word in text.split(" "):
+        if len(line) + 1 + len(word) > MAX_LINE and line != f"{name}:":
+            lines.append(line)
+            line = ""
+        line += " " + word
+        if len(line) > MAX_LINE:
+            return None
+    return linesep.join(lines + [line]) + linesep
+
+
+def fold_subject(name: str, text: str, linesep: str = "\r\n") -> str:
+    """``Name: value`` folded so that it decodes back exactly everywhere: plain ASCII words at
+    spaces, anything else (or '=?', which a reader would decode) as encoded words of at most 75
+    characters, one per line."""
+    if text.isascii() and "=?" not in text and (plain := _fold_plain(name, text, linesep)):
+        return plain
+    words = encoded_words(text, first=MAX_LINE - len(name) - 2)
+    return f"{name}: " + f"{linesep} ".join(words) + linesep
 
 
 def fold_address(name: str, display: str, address: str, linesep: str = "\r\n") -> str:
@@ -66,12 +110,13 @@ def fold_address(name: str, display: str, address: str, linesep: str = "\r\n") -
     """
     if not display:
         return f"{name}: {address}{linesep}"
-    if display.isascii():
+    if display.isascii() and "=?" not in display:  # a quoted '=?...?=' is still decoded by some readers
         quoted = email.utils.formataddr((display, address))
         if len(name) + 2 + len(quoted) <= MAX_LINE:
             return f"{name}: {quoted}{linesep}"
-    encoded = Header(display, "utf-8", header_name=name).encode(linesep=linesep, maxlinelen=MAX_LINE)
-    if linesep in encoded:
+    words = encoded_words(display, first=MAX_LINE - len(name) - 2)
+    encoded = words[0]
+    if len(words) > 1:
         raise MailSettingsError(f"the display name in {name} is too long to survive every mail client "
                                 f"({len(display.encode())} UTF-8 bytes); keep it under 45 bytes (~15 Hangul)")
     if len(name) + 2 + len(encoded) + 3 + len(address) <= MAX_LINE:
@@ -110,9 +155,7 @@ def header_bytes(name: str, value: str) -> bytes:
 
 def subject_line(text: str) -> bytes:
     """The Subject line of ``text`` exactly: unlike assigning to a message, '=?...?=' in it stays text."""
-    text = header_text(text)
-    folded = fold_subject("Subject", text)
-    return folded.encode("ascii") if folded else header_bytes("Subject", text)
+    return fold_subject("Subject", header_text(text)).encode("ascii")
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -228,11 +271,8 @@ def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSe
     defaults = MailSettings()
     name, sender = defaults.sender_name, defaults.sender
     if raw := setting(env, config, "mail", "from"):
-        name, address = email.utils.parseaddr(raw)
-        if not address or any(c in raw for c in "\r\n"):
-            raise MailSettingsError("DIGEST_FROM must look like 'Name <address>' on one line")
+        name, address = parse_mailbox(raw, "DIGEST_FROM")
         sender = _address(address, "DIGEST_FROM", "'ML 읽기 노트 <digest@example.org>'")
-        name = header_text(name)
     fold_address("From", name, sender)  # refuses a display name that would not survive
     signer = None
     if key := env.get("DIGEST_DKIM_KEY") or _read_key(setting(env, config, "dkim", "key_file")):
@@ -246,6 +286,72 @@ def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSe
         unsubscribe_mailbox=_address(m, "DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org") if (
             m := setting(env, config, "mail", "unsubscribe_mailto")) else "",
         list_id=_list_id(setting(env, config, "mail", "list_id", "")), signer=signer)
+
+
+MAILBOX_EXAMPLE = "ML 읽기 노트 <digest@example.org>"
+_CONTROL_NAMES = {"\t": "tab", "\n": "line break", "\r": "carriage return", "\x0b": "vertical tab",
+                  "\x0c": "form feed", "\x00": "NUL", "\u2028": "line separator", "\u2029": "paragraph separator"}
+
+
+def parse_mailbox(raw: str, what: str) -> tuple[str, str]:
+    """(display name, address) of a setting that must be exactly one mailbox, 'Name <address>' or a
+    bare address; anything else is refused naming the character at fault. email.utils.parseaddr
+    reads a ':' as group syntax and silently keeps part of the text ('Team: Alice <a@x>' became the
+    name 'Alice'; 'ML Bcc: x@evil <a@x>' made x@evil the sender); a control character cut the rest."""
+    for position, char in enumerate(raw, 1):
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            kind = _CONTROL_NAMES.get(char, "control character")
+            raise MailSettingsError(f"{what} has a {kind} (U+{ord(char):04X}) at position {position}; write it on "
+                                    f"one line with plain characters, like '{MAILBOX_EXAMPLE}'")
+    if problem := _structure_problem(raw):
+        raise MailSettingsError(f"{what} is not one mailbox: {problem}; write it like '{MAILBOX_EXAMPLE}'")
+    parsed = POLICY.header_factory("From", raw)
+    if parsed.defects or len(parsed.addresses) != 1 or not parsed.addresses[0].addr_spec:
+        defect = str((parsed.defects or ["no address in it"])[0]).rstrip(".")
+        raise MailSettingsError(f"{what} is not a usable address: {defect}; write it like '{MAILBOX_EXAMPLE}'")
+    mailbox = parsed.addresses[0]
+    return header_text(mailbox.display_name), mailbox.addr_spec
+
+
+def _structure_problem(raw: str) -> str:
+    """What breaks 'Name <address>' outside quotes and comments: a group's ':', a second address's
+    ',' or ';', an unclosed '<' or a stray '>'; '' when nothing does."""
+    quoted = escaped = False
+    depth = angle = 0
+    for position, char in enumerate(raw, 1):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth:
+            continue
+        elif char == "<":
+            if angle:
+                return f"the '<' at position {position} opens a second address inside the first"
+            angle = position
+        elif char == ">":
+            if not angle:
+                return f"the '>' at position {position} closes no '<'"
+            angle = 0
+        elif char == ":" and not angle:
+            name = raw[:position - 1].strip()
+            return (f"the ':' at position {position} makes '{name[:40]}' a group name, not a display name; "
+                    f"put a name with ':' in double quotes")
+        elif char in ",;" and not angle:
+            return f"the '{char}' at position {position} starts a second address"
+    if quoted:
+        return "a '\"' is never closed"
+    if angle:
+        return f"the '<' at position {angle} is never closed by '>'"
+    return ""
 
 
 def _address(value: str, what: str, example: str) -> str:

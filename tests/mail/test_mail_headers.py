@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import re
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 
@@ -45,13 +46,14 @@ def raw_value(raw: bytes, name: bytes) -> str:
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SUBJECTS)
 def test_subjects_fold_short_and_decode_back_with_both_decoders(subject):
-    message = EmailMessage(policy=POLICY)
-    message["Subject"] = subject
-    raw = message.as_bytes()
-    assert all(len(line) <= 78 for line in lines_of(raw)), raw
-    assert b"?==?" not in raw
-    assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == subject
-    assert str(make_header(decode_header(raw_value(raw, b"Subject")))) == subject
+    if "=?" not in subject:  # assigned to a message, text that looks encoded is decoded by the email package
+        message = EmailMessage(policy=POLICY)
+        message["Subject"] = subject
+        raw = message.as_bytes()
+        assert all(len(line) <= 78 for line in lines_of(raw)), raw
+        assert b"?==?" not in raw
+        assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == subject
+        assert str(make_header(decode_header(raw_value(raw, b"Subject")))) == subject
     sent = subject_line(subject) + b"\r\n"  # what each message carries
     assert all(len(line) <= 78 for line in lines_of(sent)) and b"?==?" not in sent
     assert email.message_from_bytes(sent, policy=email.policy.default)["Subject"] == subject
@@ -73,7 +75,8 @@ def test_display_names_fold_short_and_decode_back_with_both_decoders(name):
     parsed = email.message_from_bytes(raw, policy=email.policy.default)["From"].addresses[0]
     assert (parsed.display_name, parsed.addr_spec) == (name, address)
     decoded = str(make_header(decode_header(raw_value(raw, b"From"))))
-    expected = email.utils.formataddr((name, address)) if name.isascii() else f"{name} <{address}>"
+    quoted = name.isascii() and "=?" not in name  # an ASCII name that looks encoded is sent encoded
+    expected = email.utils.formataddr((name, address)) if quoted else f"{name} <{address}>"
     assert decoded == expected
 
 
@@ -162,3 +165,66 @@ def test_a_list_id_must_be_a_dot_atom():
     with pytest.raises(MailSettingsError, match="must look like weekly.example.org"):
         mail_settings({"DIGEST_LIST_ID": "weekly.example.org\r\nBcc: victim@example.org"})
     assert mail_settings({"DIGEST_LIST_ID": "weekly.example.org"}).list_address == "weekly.example.org"
+
+
+ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+PUNCTUATION = st.sampled_from(" .,:;!?-_()[]<>\"'@#%&*+/=~|·…「」")
+MIXED = st.text(alphabet=st.one_of(HANGUL, st.characters(min_codepoint=0x41, max_codepoint=0x7A),
+                                    st.characters(min_codepoint=0x30, max_codepoint=0x39), EMOJI, PUNCTUATION),
+                min_size=1, max_size=200).map(header_text).filter(bool)
+
+
+def decodes_back(sent: bytes, name: bytes) -> tuple[str, str]:
+    """What Python's two parsers read from the header: the modern policy's, and decode_header's."""
+    modern = str(email.message_from_bytes(sent, policy=email.policy.default)[name.decode()])
+    legacy = str(make_header(decode_header(raw_value(sent, name))))
+    return modern, legacy
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(MIXED)
+def test_every_encoded_word_of_a_subject_is_at_most_75_characters_and_decodes_back(subject):
+    sent = subject_line(subject) + b"\r\n"
+    assert all(len(word) <= 75 for word in ENCODED_WORD.findall(sent)), sent
+    assert all(len(line) <= 78 for line in lines_of(sent)), sent
+    assert decodes_back(sent, b"Subject") == (subject, subject)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet=ASCII, min_size=1, max_size=70), min_size=1, max_size=6).map(" ".join))
+def test_an_ascii_subject_never_folds_before_its_first_word(subject):
+    sent = subject_line(subject) + b"\r\n"
+    assert not sent.startswith(b"Subject:\r\n")
+    assert decodes_back(sent, b"Subject") == (subject, subject)  # no leading space from a fold
+
+
+@pytest.mark.parametrize("name", ["=?utf-8?q?Admin?=", "Team =?utf-8?b?7ZWc?= weekly"])
+def test_an_ascii_display_name_that_looks_encoded_is_sent_encoded_so_it_reads_as_written(name):
+    sent = fold_address("From", name, "digest@example.org").encode() + b"\r\nbody\r\n"
+    assert b'"' not in sent.split(b"\r\n")[0]  # not a quoted string that readers decode anyway
+    parsed = email.message_from_bytes(sent, policy=email.policy.default)["From"].addresses[0]
+    assert parsed.display_name == name
+    assert str(make_header(decode_header(raw_value(sent, b"From")))) == f"{name} <digest@example.org>"
+
+
+@pytest.mark.parametrize("value, blamed", [
+    ("Team: Alice <digest@example.org>", "':' at position 5"),
+    ("ML Bcc: x@evil.example.com <digest@example.org>", "':' at position 7"),
+    ("Alice <digest@example.org>, Bob <bob@example.org>", "',' at position 27"),
+    ("ML 읽기 노트 <digest@example.org>\x0bBcc: x@evil.example.com", "vertical tab"),
+    ("ML <digest@example.org", "'<' at position 4"),
+])
+def test_a_from_setting_that_is_not_exactly_one_mailbox_is_refused_blaming_the_character(value, blamed):
+    with pytest.raises(MailSettingsError) as refused:
+        mail_settings({"DIGEST_FROM": value})
+    assert blamed in str(refused.value) and "x@evil" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value, name, address", [
+    ("ML 읽기 노트 <digest@example.org>", "ML 읽기 노트", "digest@example.org"),
+    ('"Team: Alice" <digest@example.org>', "Team: Alice", "digest@example.org"),
+    ("digest@example.org", "", "digest@example.org"),
+])
+def test_a_from_setting_of_one_mailbox_is_read_exactly(value, name, address):
+    settings_ = mail_settings({"DIGEST_FROM": value})
+    assert (settings_.sender_name, settings_.sender) == (name, address)
