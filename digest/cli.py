@@ -212,7 +212,7 @@ def cmd_send(args) -> int:
     settings = mail_settings(env, config)
     issue = compose_issue(content, week, settings.site_url,
                           if_empty="pick one of those, or pass --skip-empty to send nothing and exit 0")
-    template = render(issue, content, settings, store.secret())
+    template = render(issue, content, settings, store.secret(), link_key=store.keyring().current)
     envelope_from = settings.sender
     if args.to == "smtp":
         settings.refuse_placeholders()
@@ -298,8 +298,30 @@ def _subscribers_purge(args, store) -> int:
     return 0
 
 
+def _subscribers_rotate_key(args, store) -> int:
+    """A new link-signing key; the previous one verifies old links for --keep-days (0: refused)."""
+    import time
+
+    from digest.subscribers.store import KEEP_RETIRED_DAYS
+
+    keep = KEEP_RETIRED_DAYS if args.keep_days is None else args.keep_days
+    done = store.rotate_signing_key(keep)
+    print(f"new link-signing key #{done.new_id}: new links are signed with it (running servers take it "
+          "within DIGEST_SERVE_KEY_REFRESH, 30 s by default; `digest send` at its next start)")
+    if done.verify_until is None:
+        print(f"key #{done.retired_id} and every key before it revoked: each link signed before now (unsubscribe "
+              "and preferences links in mail already sent, open confirmation links) is refused from now on")
+    else:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(done.verify_until))
+        print(f"key #{done.retired_id} retired: links signed before now keep working until {until} at most "
+              f"({keep:g} days), then are refused")
+    print(f"{done.verifying} retired key(s) verify links now; {done.erased} erased; keyed hashes in logs "
+          "are unchanged (their key is never rotated)")
+    return 0
+
+
 SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, "export": _subscribers_export,
-                      "purge": _subscribers_purge}
+                      "purge": _subscribers_purge, "rotate-key": _subscribers_rotate_key}
 
 
 def cmd_subscribers(args) -> int:
@@ -504,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mail_args(p)
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("subscribers", help="count, list, add, remove, export or import subscribers",
+    p = sub.add_parser("subscribers", help="count, list, add, remove, export or import subscribers; rotate-key",
                        description="Manage the subscriber store. Addresses are never logged, and printed "
                                    "only when asked (`list --addresses`, `export`); reports show a keyed hash.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -534,6 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "links all expired more than --days ago, with everything about them.")
     a.add_argument("--days", type=float, default=None,
                    help="default: a week (PURGE_AFTER_DAYS in digest.subscribers.store)")
+    a = actions.add_parser("rotate-key", help="make a new link-signing key (unsubscribe, preferences, confirm links)",
+                           description="Sign every new link with a new key. Links signed with the previous key "
+                                       "(in mail already sent) keep working for --keep-days, then are refused; "
+                                       "--keep-days 0 refuses them at once (a key that leaked). DIGEST_SECRET "
+                                       "keys only the service's form tokens; the keyed hashes in logs are "
+                                       "unchanged.")
+    a.add_argument("--keep-days", type=float, default=None, metavar="DAYS",
+                   help="how long links signed before stay valid (default: 365, KEEP_RETIRED_DAYS)")
     for a in actions.choices.values():
         a.add_argument("--store", metavar="PATH", help="default: $DIGEST_STORE or var/subscribers.sqlite3")
         a.add_argument("--config", type=Path, metavar="FILE")
