@@ -374,8 +374,10 @@ def cmd_serve(args) -> int:
     from digest.service.app import run, serve_settings
 
     env, config = _mail_config(args)
-    settings = serve_settings(env, config, host=args.host, port=args.port, mail=args.mail,
-                              outbox=args.outbox if args.outbox != Path("outbox") else None)
+    outbox = args.outbox if args.outbox != Path("outbox") else None
+    if args.check:
+        return _serve_check(args, env, config, outbox)
+    settings = serve_settings(env, config, host=args.host, port=args.port, mail=args.mail, outbox=outbox)
     mail = dataclasses.replace(mail_settings(env, config), service_url=settings.base_url)
     smtp = None
     if settings.mail == "smtp":
@@ -386,6 +388,17 @@ def cmd_serve(args) -> int:
     content, _ = load_content(args.content)
     run(settings, _store(args, env, config, create=True), mail, content.tags, smtp)
     return 0
+
+
+def _serve_check(args, env, config, outbox) -> int:
+    """`digest serve --check`: every finding in English and Korean; 0 only when nothing fails."""
+    from digest.mail.message import setting
+    from digest.service.check import check_setup, report_lines
+
+    findings = check_setup(env, config, host=args.host, port=args.port, mail=args.mail, outbox=outbox,
+                           store=args.store or setting(env, config, "send", "store"))
+    print("\n".join(report_lines(findings)))
+    return 1 if any(f.level == "fail" for f in findings) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -582,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mail", choices=("outbox", "smtp"), help="where confirmation emails go (default: outbox)")
     p.add_argument("--store", metavar="PATH", help="subscriber store (default: $DIGEST_STORE or "
                                                    "var/subscribers.sqlite3)")
+    p.add_argument("--check", action="store_true",
+                   help="say what is wrong with the settings, secret, store and mail relay (EHLO only, no mail), "
+                        "in English and Korean, and exit (0: ready); changes nothing, prints no secret")
     _mail_args(p)
     p.set_defaults(func=cmd_serve)
     return parser

@@ -148,8 +148,9 @@ def load_secret(env: Mapping, path: Path = Path(SECRET_FILE)) -> bytes:
 
 
 def serve_settings(env: Mapping, config: dict, host: str | None = None, port: int | None = None,
-                   mail: str | None = None, outbox: Path | None = None) -> ServeSettings:
-    """Arguments, then $DIGEST_SERVE_<KEY> / $DIGEST_<KEY>, then [serve] of the config file, then defaults."""
+                   mail: str | None = None, outbox: Path | None = None, secret: bytes | None = None) -> ServeSettings:
+    """Arguments, then $DIGEST_SERVE_<KEY> / $DIGEST_<KEY>, then [serve] of the config file, then defaults.
+    ``secret`` given (`digest serve --check`, which must create no file): used instead of ``load_secret``."""
     d = ServeSettings()
 
     def get(key, default=None):
@@ -163,7 +164,8 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         raise ServeError(f"DIGEST_SERVE_MAIL is '{mail}'; use outbox or smtp")
     return ServeSettings(
         host=host, port=port, base_url=base_url if base_url.endswith("/") else base_url + "/",
-        secret=load_secret(env), mail=mail, outbox=Path(outbox or get("outbox", d.outbox)),
+        secret=load_secret(env) if secret is None else secret, mail=mail,
+        outbox=Path(outbox or get("outbox", d.outbox)),
         confirm_window=_number(get("confirm_window", d.confirm_window), "DIGEST_SERVE_CONFIRM_WINDOW"),
         confirm_lifetime=_number(get("confirm_lifetime", d.confirm_lifetime), "DIGEST_SERVE_CONFIRM_LIFETIME"),
         ip_limit=_limit(get("ip_limit", d.ip_limit), "DIGEST_SERVE_IP_LIMIT"),

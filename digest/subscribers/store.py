@@ -5,6 +5,7 @@
     SqliteStore              the embedded default: one file, WAL
     PostgresStore            a DSN, for deployments on several machines (psycopg)
     open_store(location)     a file path, sqlite:///path or postgresql://...
+    inspect_store(location)  backend and schema version, read without creating or migrating
     sign_token / verify_token              unsubscribe and preferences links (no expiry)
     sign_expiring / verify_expiring        confirmation links: expire, and the store spends them once
     Keyring                                the store's link-signing keys: sign with the current one,
@@ -1171,9 +1172,20 @@ def open_store(location: str | Path | None = None, durable: bool = False, create
     sqlite:///path, or a PostgreSQL DSN (postgresql://user@host:port/db, or libpq's key=value form).
     ``create=False`` (sending, listing): a SQLite file that does not exist is an error, not an empty
     store, so a mistyped location cannot read as "no subscribers"."""
+    backend, where = _location(location)
+    if backend == "postgresql":
+        return PostgresStore(where)
+    if not create and not where.exists():
+        raise StoreError(f"no subscriber store at {where}: check DIGEST_STORE (or --store, or the config's "
+                         "store); `digest serve` and `digest subscribers add|import` create a new one")
+    return SqliteStore(where, durable=durable)
+
+
+def _location(location: str | Path | None) -> tuple[str, str | Path]:
+    """("postgresql", the DSN) or ("sqlite", the file's path), from a location as open_store takes it."""
     location = str(location or os.environ.get("DIGEST_STORE") or DEFAULT_LOCATION)
     if location.startswith(("postgresql://", "postgres://")) or _LIBPQ_KEYWORDS.match(location):
-        return PostgresStore(location)
+        return "postgresql", location
     if location.startswith("sqlite:///"):
         location = location[len("sqlite:///"):]
     elif "://" in location:
@@ -1183,7 +1195,48 @@ def open_store(location: str | Path | None = None, durable: bool = False, create
     if path.is_dir():
         raise UsageError(f"the subscriber store {path} is a folder; give the store's file, "
                          f"such as {path / Path(DEFAULT_LOCATION).name}")
-    if not create and not path.exists():
-        raise StoreError(f"no subscriber store at {path}: check DIGEST_STORE (or --store, or the config's "
-                         "store); `digest serve` and `digest subscribers add|import` create a new one")
-    return SqliteStore(path, durable=durable)
+    return "sqlite", path
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What ``inspect_store`` found: the backend, where (a DSN without its password), and the schema
+    version (0: nothing there yet, a new store; above len(MIGRATIONS): a newer digest wrote it)."""
+
+    backend: str
+    where: str
+    version: int
+
+
+def inspect_store(location: str | Path | None = None) -> StoreInfo:
+    """The store's backend and schema version, read without creating or migrating anything (for
+    `digest serve --check`); StoreError when it cannot be reached or read."""
+    backend, where = _location(location)
+    if backend == "postgresql":
+        return StoreInfo(backend, _redact_dsn(where), _postgres_version(where))
+    if not where.exists():
+        return StoreInfo(backend, str(where), 0)
+    try:
+        con = sqlite3.connect(f"file:{where}?mode=ro", uri=True, timeout=5)
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the subscriber store {where}: {exc}") from None
+    return StoreInfo(backend, str(where), version)
+
+
+def _postgres_version(dsn: str) -> int:
+    """The schema version as PostgresStore._migrate reads it (a meta table without 'schema': 1)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as con:
+            if not con.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]:
+                return 0
+            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            return int(row[0]) if row else 1
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreError(f"cannot reach the PostgreSQL store at {_redact_dsn(dsn)}: {reason}") from None
