@@ -114,6 +114,10 @@ def _settings_warnings(settings: ServeSettings, site_url: str) -> list[Finding]:
 def _secret(env: Mapping, postgres: bool) -> list[Finding]:
     """DIGEST_SECRET, else var/serve-secret: judged by length and mode, never shown."""
     if value := env.get("DIGEST_SECRET"):
+        if value.startswith("replace-with"):
+            return [Finding("fail", "secret", "DIGEST_SECRET is still the example's placeholder: make one with "
+                            "`openssl rand -hex 32`", "DIGEST_SECRET이 아직 예시 값입니다. `openssl rand -hex 32`로 "
+                            "만들어 주세요.")]
         if len(value) < 32:
             return [Finding("fail", "secret", f"DIGEST_SECRET has {len(value)} characters, fewer than 32; make "
                             "one with `openssl rand -hex 32`", f"DIGEST_SECRET이 {len(value)}자로 32자보다 "

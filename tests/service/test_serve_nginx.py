@@ -246,5 +246,19 @@ def test_the_systemd_units_verify():
     units = [str(DEPLOY / name) for name in ("digest-serve@.service", "digest-backup.service", "digest-backup.timer")]
     done = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60)
     problems = [line for line in (done.stdout + done.stderr).splitlines()
-                if line.strip() and "/srv/digest/.venv/bin/digest is not executable" not in line]
+                if line.strip() and "/srv/digest/current/.venv/bin/digest is not executable" not in line]
     assert problems == []  # the only complaint allowed: the checkout is not installed on this machine
+
+
+def test_the_settings_example_reads_in_sh_and_check_names_what_to_replace(tmp_path):
+    """deploy/serve.env.example, sourced as the README's --check line does: every setting parses;
+    the placeholders are failures (the secret, the socket's store here, the relay's host)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")} | {"PYTHONPATH": str(ROOT)}
+    script = f'set -a; . "{DEPLOY / "serve.env.example"}"; exec "{sys.executable}" -m digest serve --check'
+    done = subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr == "", done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("ok    settings  public URL https://subscribe.example.org/") for line in lines)
+    failed = {line.split()[1] for line in lines if line.startswith("FAIL")}
+    assert failed >= {"secret", "mail"} and "example's placeholder" in done.stdout  # the relay: smtp.example.org
+    assert "replace-with-the-relay-password" not in done.stdout
