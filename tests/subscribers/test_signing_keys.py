@@ -163,3 +163,34 @@ def test_a_confirmation_link_expires_whatever_key_signed_it(store):
     store.rotate_signing_key(30)
     token = sign_expiring(keys.current, "confirm", 5, int(time.time()) - 1)
     assert store.keyring().verify_expiring("confirm", token) == (5, "expired")
+
+
+def test_stores_opening_an_old_store_at_once_migrate_it_once(store_location, tmp_path):
+    """Servers started together on an old store (an upgrade): one migrates, under PostgreSQL's
+    advisory lock or SQLite's write lock; the others wait, then find nothing to do. One current
+    key, the old secret: nobody seeded a second."""
+    if not store_location.startswith("postgresql"):
+        (tmp_path / "var").mkdir(exist_ok=True)
+    _old_schema(store_location)
+    start, opened, errors = threading.Barrier(4), [], []
+
+    def open_one():
+        start.wait()
+        try:
+            opened.append(open_store(store_location))
+        except StoreError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == [] and len(opened) == 4
+        assert all(one.keyring().current == bytes.fromhex(OLD_SECRET) for one in opened)
+        assert opened[0]._one("SELECT count(*) FROM signing_keys")[0] == 1
+        assert opened[1].get(7).address == "a@example.org"
+    finally:
+        for one in opened:
+            one.close()
