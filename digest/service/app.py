@@ -815,7 +815,8 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
                       store_secret=secret, ip_limiter=RateLimiter(*settings.ip_limit),
                       address_limiter=RateLimiter(*settings.address_limit),
                       own_origins=frozenset({_origin(settings.base_url)}),
-                      site_origins=form_origins(settings, mail))
+                      site_origins=form_origins(settings, mail),
+                      keys=store.keyring(), keys_read=time.monotonic())  # a store without a key fails here
     prefix = settings.base_path.rstrip("/")
     routes = [
         Route(prefix + "/", home), Route(prefix + "/subscribe", subscribe_page, methods=["GET"]),
