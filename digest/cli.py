@@ -393,10 +393,12 @@ def cmd_serve(args) -> int:
 def _serve_check(args, env, config, outbox) -> int:
     """`digest serve --check`: every finding in English and Korean; 0 only when nothing fails."""
     from digest.mail.message import setting
+    from digest.pipeline.check import load_content
     from digest.service.check import check_setup, report_lines
 
     findings = check_setup(env, config, host=args.host, port=args.port, mail=args.mail, outbox=outbox,
-                           store=args.store or setting(env, config, "send", "store"))
+                           store=args.store or setting(env, config, "send", "store"),
+                           count_topics=lambda: len(load_content(args.content)[0].tags))
     print("\n".join(report_lines(findings)))
     return 1 if any(f.level == "fail" for f in findings) else 0
 

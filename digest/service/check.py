@@ -2,7 +2,7 @@
 in Korean and English, before the service starts (or beside running ones: it changes nothing).
 
     Finding             one finding: ok, warn (it works, but look) or fail (fix it before serving)
-    check_setup(...)    every finding, in order: settings, secret, store, mail relay
+    check_setup(...)    every finding, in order: settings, content, secret, store, mail relay
     report_lines(...)   what `digest serve --check` prints; it exits 0 only without a failure
 
 Nothing here prints a secret or a password: the secret is judged by its length and its file's mode,
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from digest.mail.message import DEFAULT_SITE_URL, mail_settings
 from digest.service.app import LOOPBACK_HOSTS, SECRET_FILE, ServeSettings, _public_url, serve_settings
 from digest.subscribers.store import MIGRATIONS, inspect_store, open_store
 
-TOPICS = {"settings": "설정", "secret": "비밀 키", "store": "저장소", "mail": "메일 서버"}
+TOPICS = {"settings": "설정", "content": "콘텐츠", "secret": "비밀 키", "store": "저장소", "mail": "메일 서버"}
 LEVELS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -38,10 +38,15 @@ class Finding:
 
 
 def check_setup(env: Mapping, config: dict, host: str | None = None, port: int | None = None,
-                mail: str | None = None, outbox: Path | None = None, store: str | None = None) -> list[Finding]:
-    """Every finding about the setup `digest serve` would start with these arguments."""
+                mail: str | None = None, outbox: Path | None = None, store: str | None = None,
+                count_topics: Callable[[], int] | None = None) -> list[Finding]:
+    """Every finding about the setup `digest serve` would start with these arguments.
+    ``count_topics`` loads the content as `digest serve` does (the CLI passes it: the pipeline
+    that validates content is above this package) and says how many topics the form offers."""
     findings: list[Finding] = []
     settings = _settings(env, config, host, port, mail, outbox, findings)
+    if count_topics is not None:
+        findings.append(_content(count_topics))
     store_findings, backend = _store(store)
     findings += _secret(env, postgres=backend == "postgresql") + store_findings
     if settings is not None and settings.mail == "smtp":
@@ -107,6 +112,15 @@ def _settings_warnings(settings: ServeSettings, site_url: str) -> list[Finding]:
                              "would be refused as another origin", "DIGEST_SITE_URL이 기본값이라 사이트에 넣은 "
                              "구독 양식이 다른 출처로 거절됩니다."))
     return found
+
+
+def _content(count_topics: Callable[[], int]) -> Finding:
+    try:
+        topics = count_topics()
+    except DigestError as exc:
+        return Finding("fail", "content", f"{exc}; `digest serve` reads the form's topics from it",
+                       f"콘텐츠를 읽을 수 없습니다 ({exc}). 양식의 주제를 여기서 읽습니다.")
+    return Finding("ok", "content", f"{topics} topic(s) for the form", f"양식의 주제 {topics}개")
 
 
 # --- the secret (CSRF) -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import servekit
-from mailkit import free_port
+from mailkit import free_port, write_content
 from servekit import serve_env
 
 from digest.subscribers.store import MIGRATIONS, SIGNING_KEYS_MIGRATION, migration_statements, open_store
@@ -22,6 +22,8 @@ DB_PASSWORD, SMTP_PASSWORD = "hunter2-db-password", "hunter2-smtp-password"
 
 
 def check(tmp_path, env: dict) -> subprocess.CompletedProcess:
+    if not (tmp_path / "content").exists():
+        write_content(tmp_path)  # where `digest serve` reads the form's topics (--content content)
     done = subprocess.run([sys.executable, "-m", "digest", "serve", "--check"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     for secret in (SECRET, DB_PASSWORD, SMTP_PASSWORD):
@@ -47,12 +49,18 @@ def test_a_good_setup_is_ready_and_the_relay_gets_no_mail(good_env, recording_sm
     before = len(recorder.messages)
     done = check(tmp_path, good_env)
     assert done.returncode == 0, done.stdout
-    for topic in ("settings", "secret", "store", "mail"):
+    for topic in ("settings", "content", "secret", "store", "mail"):
         assert any(line.startswith(f"ok    {topic}") for line in done.stdout.splitlines()), topic
     assert "FAIL" not in done.stdout and "ready to serve · 시작할 준비가 되었습니다" in done.stdout
     assert "postgres:***@127.0.0.1" in done.stdout and "schema" in done.stdout and "저장소" in done.stdout
     assert "answered EHLO" in done.stdout and len(recorder.messages) == before  # greeted, nothing sent
     assert not (tmp_path / "var").exists()  # no secret file, no store made
+
+
+def test_content_the_form_cannot_read_is_named(good_env, tmp_path):
+    (tmp_path / "content").mkdir()  # no tags.yml, no people.yml
+    text = failed(check(tmp_path, good_env), "content")
+    assert "콘텐츠를 읽을 수 없습니다" in text and "topics" in text
 
 
 def failed(done: subprocess.CompletedProcess, topic: str) -> str:
@@ -71,6 +79,7 @@ def test_a_bad_setting_is_named(good_env, tmp_path):
 
 def test_a_public_listener_without_a_public_url_is_refused(good_env, tmp_path):
     env = {k: v for k, v in good_env.items() if k != "DIGEST_BASE_URL"}
+    write_content(tmp_path)
     done = subprocess.run([sys.executable, "-m", "digest", "serve", "--check", "--host", "0.0.0.0"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=60)
     text = failed(done, "settings")
