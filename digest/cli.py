@@ -308,7 +308,9 @@ def _subscribers_rotate_key(args, store) -> int:
     done = store.rotate_signing_key(keep)
     print(f"new link-signing key #{done.new_id}: new links are signed with it (running servers take it "
           "within DIGEST_SERVE_KEY_REFRESH, 30 s by default; `digest send` at its next start)")
-    if done.verify_until is None:
+    if done.retired_id is None:
+        print("the store had no current key; links signed before keep the days their keys had left")
+    elif done.verify_until is None:
         print(f"key #{done.retired_id} and every key before it revoked: each link signed before now (unsubscribe "
               "and preferences links in mail already sent, open confirmation links) is refused from now on")
     else:

@@ -217,7 +217,7 @@ class Rotation:
     one verifies links (None: refused at once), how many retired keys verify now, how many were erased."""
 
     new_id: int
-    retired_id: int
+    retired_id: int | None  # None: the store had no current key (its keyring refused to sign)
     verify_until: int | None
     verifying: int
     erased: int
@@ -686,7 +686,7 @@ class SqlStore(SubscriberStore):
             # a concurrent rotation retired the same key first: this UPDATE then finds no current row
             retired = execute("UPDATE signing_keys SET retired=?, verify_until=? WHERE retired IS NULL RETURNING id",
                               (now, until)).fetchall()
-            if len(retired) != 1:
+            if not retired and execute("SELECT 1 FROM signing_keys WHERE retired IS NULL").fetchone():
                 raise StoreError("another key rotation finished meanwhile; nothing was changed by this one "
                                  "(run it again only to rotate twice)")
             # one rule for every link signed before: valid at most keep_days more (0: a leaked store
@@ -698,7 +698,8 @@ class SqlStore(SubscriberStore):
             new_id = execute("INSERT INTO signing_keys (key, created) VALUES (?, ?) RETURNING id",
                              (secrets.token_hex(32), now)).fetchone()[0]
             verifying = execute("SELECT count(*) FROM signing_keys WHERE retired IS NOT NULL").fetchone()[0]
-        return Rotation(new_id, retired[0][0], until if until > now else None, verifying, erased)
+        return Rotation(new_id, retired[0][0] if retired else None, until if until > now else None, verifying,
+                        erased)
 
     # --- subscribers ---
     def add(self, address, topics=(), status="confirmed", source="admin"):

@@ -194,3 +194,27 @@ def test_stores_opening_an_old_store_at_once_migrate_it_once(store_location, tmp
     finally:
         for one in opened:
             one.close()
+
+
+def test_a_store_left_without_a_current_key_says_so_and_rotate_key_mends_it(store):
+    store.rotate_signing_key(30)
+    with store._tx() as execute:  # as a hand-edited database might be
+        execute("DELETE FROM signing_keys WHERE retired IS NULL")
+    with pytest.raises(StoreError, match="no current link-signing key; run `digest subscribers rotate-key`"):
+        store.keyring()
+    done = store.rotate_signing_key(30)
+    assert done.retired_id is None and len(store.keyring().retired) == 1
+
+
+def test_rotate_key_from_the_command_line_says_what_it_did(store_location, capsys):
+    from digest.cli import main
+
+    open_store(store_location).close()
+    assert main(["subscribers", "rotate-key", "--store", store_location, "--keep-days", "-1"]) == 2
+    assert "--keep-days cannot be negative" in capsys.readouterr().err
+    assert main(["subscribers", "rotate-key", "--store", store_location, "--keep-days", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "new link-signing key #2" in out and "key #1 retired: links signed before now keep working until" in out
+    assert "(7 days)" in out and "keyed hashes in logs are unchanged" in out
+    assert main(["subscribers", "rotate-key", "--store", store_location, "--keep-days", "0"]) == 0
+    assert "key #2 and every key before it revoked" in capsys.readouterr().out
