@@ -28,7 +28,7 @@ sys.path.insert(1, str(ROOT / "tests"))
 
 from pgkit import running_postgres  # noqa: E402
 
-from digest.subscribers.store import open_store, sign_token  # noqa: E402
+from digest.subscribers.store import open_store  # noqa: E402
 
 # The ceiling: the same uvicorn settings as `digest serve` (httptools, uvloop, no access log), an
 # app that answers a form POST without reading a store or rendering a page.
@@ -124,7 +124,7 @@ def measure_service(folder: Path, location: str, n: int) -> dict:
     """One-click unsubscribe of n confirmed readers, then n subscribe requests, on one store."""
     store = open_store(location)
     store.add_many([(f"reader{i}@example.org", (), "confirmed") for i in range(n)], source="bench")
-    secret = store.secret()
+    keys = store.keyring()
     ids = [s.id for s in store.subscribers()]
     store.close()
     port = free_port()
@@ -133,7 +133,7 @@ def measure_service(folder: Path, location: str, n: int) -> dict:
         run(port, [request("GET", "/health")] * 500)  # warm up
         subscribe = [request("POST", "/subscribe", f"email=new{i}%40example.org&topic=backprop".encode(),
                              f"Origin: {SITE}\r\n") for i in range(n)]
-        unsubscribe = [request("POST", f"/unsubscribe/{sign_token(secret, 'unsubscribe', i)}",
+        unsubscribe = [request("POST", f"/unsubscribe/{keys.sign('unsubscribe', i)}",
                                b"List-Unsubscribe=One-Click") for i in ids]
         # Unsubscribe first: each subscribe request queues a confirmation email, which the server's
         # sender writes after the responses and which would load the next phase.

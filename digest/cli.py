@@ -216,7 +216,7 @@ def _send(args, env, config, store) -> int:
     settings = mail_settings(env, config)
     issue = compose_issue(content, week, settings.site_url,
                           if_empty="pick one of those, or pass --skip-empty to send nothing and exit 0")
-    template = render(issue, content, settings, store.secret())
+    template = render(issue, content, settings, store.secret(), link_key=store.keyring().current)
     envelope_from = settings.sender
     if args.to == "smtp":
         settings.refuse_placeholders()
@@ -302,8 +302,32 @@ def _subscribers_purge(args, store) -> int:
     return 0
 
 
+def _subscribers_rotate_key(args, store) -> int:
+    """A new link-signing key; the previous one verifies old links for --keep-days (0: refused)."""
+    import time
+
+    from digest.subscribers.store import KEEP_RETIRED_DAYS
+
+    keep = KEEP_RETIRED_DAYS if args.keep_days is None else args.keep_days
+    done = store.rotate_signing_key(keep)
+    print(f"new link-signing key #{done.new_id}: new links are signed with it (running servers take it "
+          "within DIGEST_SERVE_KEY_REFRESH, 30 s by default; `digest send` at its next start)")
+    if done.retired_id is None:
+        print("the store had no current key; links signed before keep the days their keys had left")
+    elif done.verify_until is None:
+        print(f"key #{done.retired_id} and every key before it revoked: each link signed before now (unsubscribe "
+              "and preferences links in mail already sent, open confirmation links) is refused from now on")
+    else:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(done.verify_until))
+        print(f"key #{done.retired_id} retired: links signed before now keep working until {until} at most "
+              f"({keep:g} days), then are refused")
+    print(f"{done.verifying} retired key(s) verify links now; {done.erased} erased; keyed hashes in logs "
+          "are unchanged (their key is never rotated)")
+    return 0
+
+
 SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, "export": _subscribers_export,
-                      "purge": _subscribers_purge}
+                      "purge": _subscribers_purge, "rotate-key": _subscribers_rotate_key}
 
 
 def cmd_subscribers(args) -> int:
@@ -360,8 +384,10 @@ def cmd_serve(args) -> int:
     from digest.service.app import run, serve_settings
 
     env, config = _mail_config(args)
-    settings = serve_settings(env, config, host=args.host, port=args.port, mail=args.mail,
-                              outbox=args.outbox if args.outbox != Path("outbox") else None)
+    outbox = args.outbox if args.outbox != Path("outbox") else None
+    if args.check:
+        return _serve_check(args, env, config, outbox)
+    settings = serve_settings(env, config, host=args.host, port=args.port, mail=args.mail, outbox=outbox)
     mail = dataclasses.replace(mail_settings(env, config), service_url=settings.base_url)
     smtp = None
     if settings.mail == "smtp":
@@ -372,6 +398,19 @@ def cmd_serve(args) -> int:
     content, _ = load_content(args.content)
     run(settings, _store(args, env, config, create=True), mail, content.tags, smtp)
     return 0
+
+
+def _serve_check(args, env, config, outbox) -> int:
+    """`digest serve --check`: every finding in English and Korean; 0 only when nothing fails."""
+    from digest.mail.message import setting
+    from digest.pipeline.check import load_content
+    from digest.service.check import check_setup, report_lines
+
+    findings = check_setup(env, config, host=args.host, port=args.port, mail=args.mail, outbox=outbox,
+                           store=args.store or setting(env, config, "send", "store"),
+                           count_topics=lambda: len(load_content(args.content)[0].tags))
+    print("\n".join(report_lines(findings)))
+    return 1 if any(f.level == "fail" for f in findings) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -512,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mail_args(p)
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("subscribers", help="count, list, add, remove, export or import subscribers",
+    p = sub.add_parser("subscribers", help="count, list, add, remove, export or import subscribers; rotate-key",
                        description="Manage the subscriber store. Addresses are never logged, and printed "
                                    "only when asked (`list --addresses`, `export`); reports show a keyed hash.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -542,6 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "links all expired more than --days ago, with everything about them.")
     a.add_argument("--days", type=float, default=None,
                    help="default: a week (PURGE_AFTER_DAYS in digest.subscribers.store)")
+    a = actions.add_parser("rotate-key", help="make a new link-signing key (unsubscribe, preferences, confirm links)",
+                           description="Sign every new link with a new key. Links signed with the previous key "
+                                       "(in mail already sent) keep working for --keep-days, then are refused; "
+                                       "--keep-days 0 refuses them at once (a key that leaked). DIGEST_SECRET "
+                                       "keys only the service's form tokens; the keyed hashes in logs are "
+                                       "unchanged.")
+    a.add_argument("--keep-days", type=float, default=None, metavar="DAYS",
+                   help="how long links signed before stay valid (default: 365, KEEP_RETIRED_DAYS)")
     for a in actions.choices.values():
         a.add_argument("--store", metavar="PATH", help="default: $DIGEST_STORE or var/subscribers.sqlite3")
         a.add_argument("--config", type=Path, metavar="FILE")
@@ -560,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mail", choices=("outbox", "smtp"), help="where confirmation emails go (default: outbox)")
     p.add_argument("--store", metavar="PATH", help="subscriber store (default: $DIGEST_STORE or "
                                                    "var/subscribers.sqlite3)")
+    p.add_argument("--check", action="store_true",
+                   help="say what is wrong with the settings, secret, store and mail relay (EHLO only, no mail), "
+                        "in English and Korean, and exit (0: ready); changes nothing, prints no secret")
     _mail_args(p)
     p.set_defaults(func=cmd_serve)
     return parser

@@ -68,14 +68,16 @@ def serve_env(store: str, port: int, smtp_port: int | None, site_url: str, **ext
 
 
 def start_server(cwd: Path, content: Path, store: str, smtp_port: int | None = None,
-                 site_url: str = SITE_ORIGIN + "/ml-notes/", port: int | None = None, **extra) -> Server:
-    """`digest serve` in a real process; returns once /health answers 200."""
+                 site_url: str = SITE_ORIGIN + "/ml-notes/", port: int | None = None,
+                 arguments: list[str] | None = None, **extra) -> Server:
+    """`digest serve` in a real process; returns once /health answers 200. ``arguments`` replace
+    the command's own (everything after `digest`), as a systemd unit's ExecStart gives them."""
     port = port or free_port()
     env = serve_env(store, port, smtp_port, site_url, **extra)
     log = cwd / f"serve-{port}-{time.monotonic_ns()}.log"
+    arguments = arguments or ["serve", "--content", str(content), "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "digest", "serve", "--content", str(content),
-                                    "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "digest", *arguments], cwd=cwd, env=env,
                                    stdout=handle, stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}/", store, log, env, cwd)
     wait_healthy(server)

@@ -265,8 +265,13 @@ def _escape(text: str) -> str:
 
 
 def render(issue: Issue, content: Content, settings: MailSettings, secret: bytes,
-           now: dt.datetime | None = None) -> MessageTemplate:
-    """Render both parts once (CSS inlined once) and keep them as layouts for every recipient."""
+           now: dt.datetime | None = None, link_key: bytes | None = None) -> MessageTemplate:
+    """Render both parts once (CSS inlined once) and keep them as layouts for every recipient.
+
+    ``secret`` is the store's log key (Message-IDs); ``link_key`` signs the unsubscribe and
+    preferences links: the store's current signing key (``store.keyring().current``). Left out
+    (previews, tests), the links are signed with ``secret``, which a store never rotated still
+    verifies."""
     marks = Marks(secrets.token_hex(8))
     context = {"issue": issue, "settings": settings, "begin": marks.begin, "end": marks.end, "slot": marks.slot,
                "wrap": wrap, "rule": "─" * (WIDTH // 2)}
@@ -279,7 +284,8 @@ def render(issue: Issue, content: Content, settings: MailSettings, secret: bytes
         note_tags=tuple(frozenset(n.tag_ids) for n in issue.notes),
         subject=_subject(issue, settings.list_name), topics=_topics(content), heading=_heading(issue),
         settings=settings,
-        secret=secret, date=now or dt.datetime.now(SEOUL).replace(microsecond=0), signer=settings.signer)
+        secret=secret, link_key=secret if link_key is None else link_key,
+        date=now or dt.datetime.now(SEOUL).replace(microsecond=0), signer=settings.signer)
 
 
 # --- outbox ----------------------------------------------------------------------------------

@@ -490,9 +490,10 @@ class MessageTemplate:
     # the heading of the first note they get, not of one they do not
     heading: Callable[[tuple[int, ...]], tuple[dict[str, bytes], dict[str, bytes]]]
     settings: MailSettings
-    secret: bytes
+    secret: bytes  # the store's log key: Message-IDs stay the same when signing keys rotate
     date: dt.datetime
     signer: DkimSigner | None = None
+    link_key: bytes = field(default=b"", repr=False)  # signs the links; see compose.render
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -532,8 +533,9 @@ class MessageTemplate:
         only when ``unsubscribe_mailto`` names a mailbox someone processes: a mail client that
         unsubscribes by email to an unread mailbox leaves the reader subscribed."""
         s = self.settings
-        unsubscribe = sign_token(self.secret, "unsubscribe", subscriber_id)
-        preferences = sign_token(self.secret, "preferences", subscriber_id)
+        key = self.link_key or self.secret
+        unsubscribe = sign_token(key, "unsubscribe", subscriber_id)
+        preferences = sign_token(key, "preferences", subscriber_id)
         mailto = f"mailto:{s.unsubscribe_mailbox}?subject=unsubscribe%20{unsubscribe}" if s.unsubscribe_mailbox else ""
         return f"{s.service_url}unsubscribe/{unsubscribe}", f"{s.service_url}preferences/{preferences}", mailto
 

@@ -24,6 +24,13 @@ across servers; in memory on SQLite); CSRF: a form POST must carry the
 token of a form this service rendered (bound to a cookie), except the subscribe form embedded on
 the site, which is accepted from the site's origin; a POST from any other origin is refused.
 Addresses never reach a log: lines carry ``keyed_hash``.
+
+Keys: links (confirm, unsubscribe, preferences) are signed and verified with the store's keyring
+(``SubscriberStore.keyring``, shared by every server and by `digest send`, rotated by `digest
+subscribers rotate-key`; each server rereads it every ``key_refresh`` seconds). DIGEST_SECRET (or
+var/serve-secret) keys only the CSRF tokens of the service's forms: changing it invalidates forms
+open in browsers (a reload mends them) and revokes no link. Log lines carry keyed hashes under the
+store's log key, which no rotation changes.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +59,11 @@ from digest.service.confirmations import ConfirmationSender, transport_factory
 from digest.service.limits import SharedBucket, TokenBucket, limiter
 from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
+    Keyring,
     Subscriber,
     SubscriberStore,
     keyed_hash,
     normalize_address,
-    verify_expiring,
-    verify_token,
 )
 from digest.templates import environment
 
@@ -89,6 +96,7 @@ class ServeSettings:
     max_body: int = 8192  # bytes of a request body
     allowed_origins: tuple[str, ...] = ()  # besides the service's and the site's own
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed (uvicorn's setting)
+    key_refresh: float = 30.0  # seconds: how soon a rotated link-signing key reaches this server
 
     @property
     def base_path(self) -> str:
@@ -139,8 +147,9 @@ def load_secret(env: Mapping, path: Path = Path(SECRET_FILE)) -> bytes:
 
 
 def serve_settings(env: Mapping, config: dict, host: str | None = None, port: int | None = None,
-                   mail: str | None = None, outbox: Path | None = None) -> ServeSettings:
-    """Arguments, then $DIGEST_SERVE_<KEY> / $DIGEST_<KEY>, then [serve] of the config file, then defaults."""
+                   mail: str | None = None, outbox: Path | None = None, secret: bytes | None = None) -> ServeSettings:
+    """Arguments, then $DIGEST_SERVE_<KEY> / $DIGEST_<KEY>, then [serve] of the config file, then defaults.
+    ``secret`` given (`digest serve --check`, which must create no file): used instead of ``load_secret``."""
     d = ServeSettings()
 
     def get(key, default=None):
@@ -154,7 +163,8 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         raise ServeError(f"DIGEST_SERVE_MAIL is '{mail}'; use outbox or smtp")
     return ServeSettings(
         host=host, port=port, base_url=base_url if base_url.endswith("/") else base_url + "/",
-        secret=load_secret(env), mail=mail, outbox=Path(outbox or get("outbox", d.outbox)),
+        secret=load_secret(env) if secret is None else secret, mail=mail,
+        outbox=Path(outbox or get("outbox", d.outbox)),
         confirm_window=_number(get("confirm_window", d.confirm_window), "DIGEST_SERVE_CONFIRM_WINDOW"),
         confirm_lifetime=_number(get("confirm_lifetime", d.confirm_lifetime), "DIGEST_SERVE_CONFIRM_LIFETIME"),
         confirm_retry=_number(get("confirm_retry", d.confirm_retry), "DIGEST_SERVE_CONFIRM_RETRY"),
@@ -164,7 +174,8 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         max_body=_number(get("max_body", d.max_body), "DIGEST_SERVE_MAX_BODY", int),
         allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o)
         or (LOCAL_PREVIEW_ORIGINS if host in LOOPBACK_HOSTS else ()),
-        forwarded_allow_ips=str(get("forwarded_allow_ips", "")))
+        forwarded_allow_ips=str(get("forwarded_allow_ips", "")),
+        key_refresh=_number(get("key_refresh", d.key_refresh), "DIGEST_SERVE_KEY_REFRESH"))
 
 
 # A service on this machine also takes the form from a local `mkdocs serve` preview (its default
@@ -266,9 +277,19 @@ class Service:
     address_limiter: Limiter = None
     own_origins: frozenset[str] = frozenset()
     site_origins: frozenset[str] = frozenset()
+    keys: Keyring | None = None
+    keys_read: float = float("-inf")  # time.monotonic() when ``keys`` was read
 
     def url(self, path: str) -> str:
         return self.settings.base_url + path
+
+    async def keyring(self) -> Keyring:
+        """The store's link-signing keys, reread every ``key_refresh`` seconds: a rotation by
+        `digest subscribers rotate-key` reaches every server that soon, with no restart."""
+        if time.monotonic() - self.keys_read >= self.settings.key_refresh or self.keys is None:
+            self.keys = await in_thread(self.store.keyring)
+            self.keys_read = time.monotonic()
+        return self.keys
 
 
 def _service(request) -> Service:
@@ -449,8 +470,8 @@ async def subscribe(request):
     return page(request, "sent.html", window=_duration(s.confirm_window))
 
 
-def _confirm_token(service: Service, request) -> int:
-    confirmation_id, problem = verify_expiring(service.store_secret, "confirm", path_token(request))
+async def _confirm_token(service: Service, request) -> int:
+    confirmation_id, problem = (await service.keyring()).verify_expiring("confirm", path_token(request))
     if confirmation_id is None:
         raise refuse(400, "link")
     if problem == "expired":
@@ -460,10 +481,10 @@ def _confirm_token(service: Service, request) -> int:
 
 async def confirm_page(request):
     service = _service(request)
-    state, subscriber = await in_thread(service.store.confirmation_status, _confirm_token(service, request))
+    state, subscriber = await in_thread(service.store.confirmation_status, await _confirm_token(service, request))
     if state == "used":
         if subscriber is not None and subscriber.status == "confirmed":
-            return _confirmed_page(request, service, subscriber, already=True)  # a second click: all is well
+            return await _confirmed_page(request, service, subscriber, already=True)  # a second click: all is well
         raise refuse(409, "used")  # used, then unsubscribed: a new request sends a new link
     # a confirmed reader who asked for other topics confirms a change, not a subscription
     changing = state == "open" and subscriber is not None and subscriber.status == "confirmed"
@@ -472,21 +493,22 @@ async def confirm_page(request):
 
 async def confirm(request):
     service, _ = await page_form(request)
-    confirmation_id = _confirm_token(service, request)
+    confirmation_id = await _confirm_token(service, request)
     outcome, subscriber = await in_thread(service.store.confirm, confirmation_id)
     if outcome == "used":  # a double submit, or the link again after it worked
         _, subscriber = await in_thread(service.store.confirmation_status, confirmation_id)
         if subscriber is not None and subscriber.status == "confirmed":
-            return _confirmed_page(request, service, subscriber, already=True)
+            return await _confirmed_page(request, service, subscriber, already=True)
     if outcome != "confirmed":
         raise refuse({"used": 409, "expired": 410}.get(outcome, 400), outcome if outcome != "unknown" else "link")
     log.info("confirmed %s", keyed_hash(service.store_secret, subscriber.address))
-    return _confirmed_page(request, service, subscriber)
+    return await _confirmed_page(request, service, subscriber)
 
 
-def _confirmed_page(request, service: Service, subscriber, already: bool = False):
+async def _confirmed_page(request, service: Service, subscriber, already: bool = False):
+    preferences = (await service.keyring()).sign("preferences", subscriber.id)
     return page(request, "confirmed.html", topics=_topic_names(service, subscriber.topics), already=already,
-                preferences_url=service.url("preferences/" + _sign(service, "preferences", subscriber.id)))
+                preferences_url=service.url("preferences/" + preferences))
 
 
 def _duration(seconds: float) -> str:
@@ -498,26 +520,20 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds)}초"
 
 
-def _sign(service: Service, purpose: str, subscriber_id: int) -> str:
-    from digest.subscribers.store import sign_token
-
-    return sign_token(service.store_secret, purpose, subscriber_id)
-
-
 def _topic_names(service: Service, topics: tuple[str, ...]) -> list[str]:
     names = dict(service.tags)
     return [names.get(t, t) for t in topics]
 
 
-def _subscriber_id(service: Service, request, purpose: str) -> int:
-    subscriber_id = verify_token(service.store_secret, purpose, path_token(request))
+async def _subscriber_id(service: Service, request, purpose: str) -> int:
+    subscriber_id = (await service.keyring()).verify(purpose, path_token(request))
     if subscriber_id is None:
         raise refuse(400, "link")
     return subscriber_id
 
 
 async def unsubscribe_page(request):
-    _subscriber_id(_service(request), request, "unsubscribe")
+    await _subscriber_id(_service(request), request, "unsubscribe")
     return page(request, "unsubscribe.html", form=True)
 
 
@@ -528,7 +544,7 @@ async def unsubscribe(request):
 
     service = _service(request)
     fields = await read_form(request)
-    subscriber_id = _subscriber_id(service, request, "unsubscribe")
+    subscriber_id = await _subscriber_id(service, request, "unsubscribe")
     one_click = fields.get("List-Unsubscribe") == ["One-Click"]
     if not one_click:
         await limit_ip(request)
@@ -543,27 +559,28 @@ async def unsubscribe(request):
 
 async def preferences_page(request):
     service = _service(request)
-    subscriber_id = _subscriber_id(service, request, "preferences")
+    subscriber_id = await _subscriber_id(service, request, "preferences")
     subscriber = await in_thread(service.store.get, subscriber_id)
-    return _preferences(request, service, subscriber, subscriber_id, "")
+    return await _preferences(request, service, subscriber, subscriber_id, "")
 
 
-def _preferences(request, service: Service, subscriber: Subscriber | None, subscriber_id: int, notice: str):
+async def _preferences(request, service: Service, subscriber: Subscriber | None, subscriber_id: int, notice: str):
     active = subscriber is not None and subscriber.status != "unsubscribed"
+    unsubscribe = (await service.keyring()).sign("unsubscribe", subscriber_id)
     return page(request, "preferences.html", 200 if active else 404, form=active, tags=service.tags,
                 chosen=set(subscriber.topics) if active else set(), active=active, notice=notice,
-                unsubscribe_url=service.url("unsubscribe/" + _sign(service, "unsubscribe", subscriber_id)))
+                unsubscribe_url=service.url("unsubscribe/" + unsubscribe))
 
 
 async def preferences(request):
     service, fields = await page_form(request)
-    subscriber_id = _subscriber_id(service, request, "preferences")
+    subscriber_id = await _subscriber_id(service, request, "preferences")
     topics = chosen_topics(service, fields)
     saved = await in_thread(service.store.set_topics, subscriber_id, topics)
     subscriber = await in_thread(service.store.get, subscriber_id)
     if saved:
         log.info("topics of subscriber #%d saved (%d)", subscriber_id, len(topics))
-    return _preferences(request, service, subscriber, subscriber_id, "주제를 저장했습니다." if saved else "")
+    return await _preferences(request, service, subscriber, subscriber_id, "주제를 저장했습니다." if saved else "")
 
 
 async def health(request):
@@ -684,7 +701,8 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
                       ip_limiter=limiter(store, "ip", *settings.ip_limit),
                       address_limiter=limiter(store, "address", *settings.address_limit),
                       own_origins=frozenset({_origin(settings.base_url)}),
-                      site_origins=form_origins(settings, mail))
+                      site_origins=form_origins(settings, mail),
+                      keys=store.keyring(), keys_read=time.monotonic())  # a store without a key fails here
     prefix = settings.base_path.rstrip("/")
     routes = [
         Route(prefix + "/", home), Route(prefix + "/subscribe", subscribe_page, methods=["GET"]),

@@ -32,7 +32,7 @@ from digest.errors import DigestError, StoreError
 from digest.files import beside
 from digest.mail.deliver import Outcome, SmtpTransport
 from digest.mail.message import CRLF, MailSettings, base64_lines, fold_address, header_bytes, subject_line
-from digest.subscribers.store import OutboxMail, Subscriber, SubscriberStore, keyed_hash, sign_expiring
+from digest.subscribers.store import OutboxMail, Subscriber, SubscriberStore, keyed_hash
 from digest.templates import environment
 
 log = logging.getLogger("digest.service.app")
@@ -107,7 +107,7 @@ class ConfirmationSender:
     store: SubscriberStore
     mail: MailSettings  # with the service's base URL
     base_url: str
-    secret: bytes  # the store's: signs the links, and keys the hashes in logs
+    secret: bytes  # the store's log key: the hashes in logs and file names (links use its keyring)
     lifetime_hours: int
     transport_factory: object  # () -> a transport with deliver(sender, recipient, message, commit)
     envelope_from: str = ""
@@ -147,7 +147,8 @@ class ConfirmationSender:
     def send(self, mail: OutboxMail) -> None:
         """One claimed email, through one connection; its outcome recorded in the store."""
         who = keyed_hash(self.secret, mail.address)
-        token = sign_expiring(self.secret, "confirm", mail.confirmation.id, mail.confirmation.expires)
+        # the current link-signing key, read for each email: a rotation reaches the links at once
+        token = self.store.keyring().sign_expiring("confirm", mail.confirmation.id, mail.confirmation.expires)
         message = confirmation_message(self.mail, mail.address, f"{self.base_url}confirm/{token}", mail.already,
                                        self.lifetime_hours)
         transport = self.transport_factory()

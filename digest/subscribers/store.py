@@ -5,8 +5,25 @@
     SqliteStore              the embedded default: one file, WAL
     PostgresStore            a DSN, for deployments on several machines (psycopg)
     open_store(location)     a file path, sqlite:///path or postgresql://...
+    inspect_store(location)  backend and schema version, read without creating or migrating
     sign_token / verify_token              unsubscribe and preferences links (no expiry)
     sign_expiring / verify_expiring        confirmation links: expire, and the store spends them once
+    Keyring                                the store's link-signing keys: sign with the current one,
+                                           verify with it and the retired ones still kept
+
+Keys, and what each one keys (none of them is DIGEST_SECRET, which keys only the service's CSRF
+form tokens, see digest.service.app):
+
+    signing_keys table     every link in mail and on pages: unsubscribe, preferences (no expiry),
+                           confirm (expires). `digest subscribers rotate-key` makes a new current
+                           key; links signed before verify for --keep-days more at most (default
+                           KEEP_RETIRED_DAYS, 365: one-click links in old mail keep working, as
+                           bulk senders' rules expect; a key retired earlier keeps its earlier end),
+                           then are refused; 0 refuses them all at once (the store or a key leaked).
+    meta 'secret'          the log key: ``keyed_hash`` in logs, reports and file names, and
+                           Message-IDs; never rotated, so a reader's hash stays the same. It was the
+                           signing key before keys could be rotated and is the first signing key.
+    meta 'suppression_key' suppressions' address hashes; never rotated (they must match forever).
 
 Subscriber states: pending (asked, not confirmed: gets nothing) → confirmed → unsubscribed.
 
@@ -164,6 +181,50 @@ def verify_expiring(secret: bytes, purpose: str, token: str, now: float | None =
     return (ident, "expired") if expires <= (now if now is not None else time.time()) else (ident, "")
 
 
+KEEP_RETIRED_DAYS = 365  # how long a retired link-signing key still verifies links, by default
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """The link-signing keys: ``current`` signs every new link; it and each ``retired`` key (still
+    within its days) verify one. A link carries no key id: verifying tries each key, a handful."""
+
+    current: bytes = dataclasses.field(repr=False)
+    retired: tuple[bytes, ...] = dataclasses.field(default=(), repr=False)
+    ids: tuple[int, ...] = ()  # of the keys above, newest first (for reports)
+
+    def sign(self, purpose: str, subscriber_id: int) -> str:
+        return sign_token(self.current, purpose, subscriber_id)
+
+    def sign_expiring(self, purpose: str, ident: int, expires: int) -> str:
+        return sign_expiring(self.current, purpose, ident, expires)
+
+    def verify(self, purpose: str, token: str) -> int | None:
+        for key in (self.current, *self.retired):
+            if (found := verify_token(key, purpose, token)) is not None:
+                return found
+        return None
+
+    def verify_expiring(self, purpose: str, token: str, now: float | None = None) -> tuple[int | None, str]:
+        for key in (self.current, *self.retired):
+            found = verify_expiring(key, purpose, token, now)
+            if found[0] is not None:
+                return found
+        return None, "forged"
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What ``rotate_signing_key`` did: the new key's id, the retired one's, until when the retired
+    one verifies links (None: refused at once), how many retired keys verify now, how many were erased."""
+
+    new_id: int
+    retired_id: int | None  # None: the store had no current key (its keyring refused to sign)
+    verify_until: int | None
+    verifying: int
+    erased: int
+
+
 ADDRESS_COLUMNS = ("email", "address", "e-mail", "email_address")
 TOPIC_COLUMNS = ("topics", "tags")
 
@@ -286,7 +347,17 @@ class SubscriberStore(abc.ABC):
 
     @abc.abstractmethod
     def secret(self) -> bytes:
-        """The store's signing key: tokens in emails and the keyed hashes in logs."""
+        """The log key (meta 'secret'): the keyed hashes in logs, reports, file names and Message-IDs.
+        It signs no link (``keyring`` does) and is never rotated, so a reader's hash stays the same."""
+
+    @abc.abstractmethod
+    def keyring(self, now: float | None = None) -> Keyring:
+        """The link-signing keys: the current one, and the retired ones still verifying links."""
+
+    @abc.abstractmethod
+    def rotate_signing_key(self, keep_days: float, now: float | None = None) -> Rotation:
+        """A new current link-signing key. Every link signed before verifies for ``keep_days`` more
+        at most (a retired key keeps an earlier end; 0: refused at once); keys past their end are erased."""
 
     @abc.abstractmethod
     def get(self, subscriber_id: int) -> Subscriber | None: ...
@@ -491,6 +562,25 @@ MIGRATIONS += (
 )
 SUPPRESSIONS_MIGRATION = len(MIGRATIONS)  # the schema version from which suppressions exist
 MIGRATIONS += (
+    # Link-signing keys, apart from the log key (meta 'secret'), so that the operator can rotate
+    # them (`digest subscribers rotate-key`) without changing the keyed hashes in logs. The current
+    # key has retired NULL (one at most: the unique index); a retired key verifies links until
+    # verify_until (Unix seconds), then is ignored and deleted at the next rotation. The first key
+    # is the store's old secret, copied by SqlStore._seed_signing_key, so every link already mailed
+    # keeps working.
+    """
+    CREATE TABLE signing_keys (
+        id {id},
+        key TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        retired BIGINT,
+        verify_until BIGINT
+    );
+    CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys ((retired IS NULL)) WHERE retired IS NULL
+    """,
+)
+SIGNING_KEYS_MIGRATION = len(MIGRATIONS)  # the schema version from which signing keys exist
+MIGRATIONS += (
     # The confirmation outbox: each confirmation's email, written in the transaction that records the
     # sign-up, so a server killed before sending leaves it for the next one (the delivery ledger's
     # states: 'sending' is written just before the message's final '.', so a row left 'sending' by a
@@ -645,7 +735,16 @@ class SqlStore(SubscriberStore):
                 execute("INSERT INTO meta VALUES (?, ?)", (key, secrets.token_hex(32)))
         if version < SUPPRESSIONS_MIGRATION:
             self._backfill_suppressions(execute)
+        self._seed_signing_key(execute)
         return len(MIGRATIONS)
+
+    @staticmethod
+    def _seed_signing_key(execute) -> None:
+        """The first link-signing key is the store's secret, which signed every link until keys
+        could be rotated: links already in readers' mailboxes keep working."""
+        if execute("SELECT 1 FROM signing_keys WHERE retired IS NULL").fetchone() is None:
+            execute("INSERT INTO signing_keys (key, created) SELECT value, ? FROM meta WHERE key='secret'",
+                    (int(time.time()),))
 
     def _backfill_suppressions(self, execute) -> None:
         """Every address unsubscribed before suppressions existed is suppressed from now on."""
@@ -685,13 +784,49 @@ class SqlStore(SubscriberStore):
         found = dict(self._execute("SELECT reason, count(*) FROM suppressions GROUP BY reason").fetchall())
         return {reason: found.get(reason, 0) for reason in SUPPRESSION_REASONS}
 
-    # --- subscribers ---
+    # --- keys ---
     def secret(self) -> bytes:
         secret = getattr(self, "_secret", None)
         if secret is None:
             secret = self._secret = bytes.fromhex(self._one("SELECT value FROM meta WHERE key='secret'")[0])
         return secret
 
+    def keyring(self, now: float | None = None) -> Keyring:
+        now = time.time() if now is None else now
+        rows = self._execute("SELECT id, key, retired FROM signing_keys WHERE retired IS NULL OR verify_until > ? "
+                             "ORDER BY id DESC", (int(now),)).fetchall()
+        current = [bytes.fromhex(key) for _, key, retired in rows if retired is None]
+        if len(current) != 1:
+            raise StoreError("the subscriber store has no current link-signing key; run "
+                             "`digest subscribers rotate-key` to make one")
+        return Keyring(current[0], tuple(bytes.fromhex(key) for _, key, retired in rows if retired is not None),
+                       ids=tuple(i for i, _, _ in rows))
+
+    def rotate_signing_key(self, keep_days: float, now: float | None = None) -> Rotation:
+        if keep_days < 0:
+            raise UsageError("--keep-days cannot be negative; 0 refuses links signed before the rotation at once")
+        now = int(time.time() if now is None else now)
+        until = now + int(keep_days * 86400)
+        with self._tx() as execute:
+            # a concurrent rotation retired the same key first: this UPDATE then finds no current row
+            retired = execute("UPDATE signing_keys SET retired=?, verify_until=? WHERE retired IS NULL RETURNING id",
+                              (now, until)).fetchall()
+            if not retired and execute("SELECT 1 FROM signing_keys WHERE retired IS NULL").fetchone():
+                raise StoreError("another key rotation finished meanwhile; nothing was changed by this one "
+                                 "(run it again only to rotate twice)")
+            # one rule for every link signed before: valid at most keep_days more (0: a leaked store
+            # leaked every key, so none may verify)
+            execute("UPDATE signing_keys SET verify_until=? WHERE retired IS NOT NULL AND verify_until > ?",
+                    (until, until))
+            erased = execute("DELETE FROM signing_keys WHERE retired IS NOT NULL AND verify_until <= ?",
+                             (now,)).rowcount
+            new_id = execute("INSERT INTO signing_keys (key, created) VALUES (?, ?) RETURNING id",
+                             (secrets.token_hex(32), now)).fetchone()[0]
+            verifying = execute("SELECT count(*) FROM signing_keys WHERE retired IS NOT NULL").fetchone()[0]
+        return Rotation(new_id, retired[0][0] if retired else None, until if until > now else None, verifying,
+                        erased)
+
+    # --- subscribers ---
     @retried
     def add(self, address, topics=(), status="confirmed", source="admin"):
         address = normalize_address(address)
@@ -1192,7 +1327,7 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as con:
                 yield con
-        except psycopg.errors.TransactionRollbackError as exc:
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
             raise _Retry(str(exc).strip().splitlines()[0]) from None
         except PoolTimeout:
             raise StoreError(f"no PostgreSQL connection free within {self._pool.timeout:g} s "
@@ -1240,9 +1375,20 @@ def open_store(location: str | Path | None = None, durable: bool = False, create
     sqlite:///path, or a PostgreSQL DSN (postgresql://user@host:port/db, or libpq's key=value form).
     ``create=False`` (sending, listing): a SQLite file that does not exist is an error, not an empty
     store, so a mistyped location cannot read as "no subscribers"."""
+    backend, where = _location(location)
+    if backend == "postgresql":
+        return PostgresStore(where)
+    if not create and not where.exists():
+        raise StoreError(f"no subscriber store at {where}: check DIGEST_STORE (or --store, or the config's "
+                         "store); `digest serve` and `digest subscribers add|import` create a new one")
+    return SqliteStore(where, durable=durable)
+
+
+def _location(location: str | Path | None) -> tuple[str, str | Path]:
+    """("postgresql", the DSN) or ("sqlite", the file's path), from a location as open_store takes it."""
     location = str(location or os.environ.get("DIGEST_STORE") or DEFAULT_LOCATION)
     if location.startswith(("postgresql://", "postgres://")) or _LIBPQ_KEYWORDS.match(location):
-        return PostgresStore(location)
+        return "postgresql", location
     if location.startswith("sqlite:///"):
         location = location[len("sqlite:///"):]
     elif "://" in location:
@@ -1252,7 +1398,48 @@ def open_store(location: str | Path | None = None, durable: bool = False, create
     if path.is_dir():
         raise UsageError(f"the subscriber store {path} is a folder; give the store's file, "
                          f"such as {path / Path(DEFAULT_LOCATION).name}")
-    if not create and not path.exists():
-        raise StoreError(f"no subscriber store at {path}: check DIGEST_STORE (or --store, or the config's "
-                         "store); `digest serve` and `digest subscribers add|import` create a new one")
-    return SqliteStore(path, durable=durable)
+    return "sqlite", path
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What ``inspect_store`` found: the backend, where (a DSN without its password), and the schema
+    version (0: nothing there yet, a new store; above len(MIGRATIONS): a newer digest wrote it)."""
+
+    backend: str
+    where: str
+    version: int
+
+
+def inspect_store(location: str | Path | None = None) -> StoreInfo:
+    """The store's backend and schema version, read without creating or migrating anything (for
+    `digest serve --check`); StoreError when it cannot be reached or read."""
+    backend, where = _location(location)
+    if backend == "postgresql":
+        return StoreInfo(backend, _redact_dsn(where), _postgres_version(where))
+    if not where.exists():
+        return StoreInfo(backend, str(where), 0)
+    try:
+        con = sqlite3.connect(f"file:{where}?mode=ro", uri=True, timeout=5)
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the subscriber store {where}: {exc}") from None
+    return StoreInfo(backend, str(where), version)
+
+
+def _postgres_version(dsn: str) -> int:
+    """The schema version as PostgresStore._migrate reads it (a meta table without 'schema': 1)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as con:
+            if not con.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]:
+                return 0
+            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            return int(row[0]) if row else 1
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreError(f"cannot reach the PostgreSQL store at {_redact_dsn(dsn)}: {reason}") from None

@@ -12,7 +12,7 @@ import psycopg
 from mailkit import write_content
 from servekit import csrf_of, start_server
 
-from digest.subscribers.store import open_store, sign_expiring, sign_token
+from digest.subscribers.store import open_store
 
 PAIRS = 1_000
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -21,12 +21,12 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 def test_concurrent_confirm_and_one_click_on_two_servers_answer_no_error_and_lose_no_unsubscribe(
         postgres_dsn, tmp_path):
     store = open_store(postgres_dsn)
-    secret = store.secret()
+    keys = store.keyring()
     readers = []  # (confirm token, unsubscribe token)
     for i in range(PAIRS):
         subscriber, confirmation = store.request_confirmation(f"pair{i}@example.org", (), 600, 3600)
-        readers.append((sign_expiring(secret, "confirm", confirmation.id, confirmation.expires),
-                        sign_token(secret, "unsubscribe", subscriber.id)))
+        readers.append((keys.sign_expiring("confirm", confirmation.id, confirmation.expires),
+                        keys.sign("unsubscribe", subscriber.id)))
     content = write_content(tmp_path)
     confirming, unsubscribing = (start_server(tmp_path, content, postgres_dsn) for _ in range(2))
     try:

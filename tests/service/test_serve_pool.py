@@ -14,7 +14,7 @@ from conftest import running_postgres
 from mailkit import write_content
 from servekit import start_server
 
-from digest.subscribers.store import open_store, sign_token
+from digest.subscribers.store import open_store
 
 SERVERS, CLIENTS_PER_SERVER, READERS_PER_CLIENT = 4, 20, 10
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -31,7 +31,8 @@ def test_four_loaded_servers_stay_within_forty_connections_and_answer_every_one_
     store = open_store(dsn)
     readers = [store.add(f"reader{i}@example.org")[0].id
                for i in range(SERVERS * CLIENTS_PER_SERVER * READERS_PER_CLIENT)]
-    tokens = [sign_token(store.secret(), "unsubscribe", ident) for ident in readers]
+    keys = store.keyring()
+    tokens = [keys.sign("unsubscribe", ident) for ident in readers]
     content = write_content(tmp_path)
     servers = [start_server(tmp_path, content, dsn) for _ in range(SERVERS)]
     try:
