@@ -56,6 +56,7 @@ from digest.mail.message import (
     setting,
     subject_line,
 )
+from digest.service.server import client_log
 from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
     Subscriber,
@@ -90,6 +91,10 @@ class ServeSettings:
     ip_limit: tuple[int, float] = (30, 60.0)  # form POSTs per client IP: (count, seconds)
     address_limit: tuple[int, float] = (5, 3600.0)  # subscribe requests per address
     max_body: int = 8192  # bytes of a request body
+    header_timeout: float = 10.0  # seconds for a request line and headers to arrive (slowloris)
+    body_timeout: float = 10.0  # seconds for a body to arrive after its headers
+    keep_alive: float = 5.0  # seconds an idle connection stays open for the next request
+    max_connections: int = 500  # open connections per process; past it a new one is answered 503
     allowed_origins: tuple[str, ...] = ()  # besides the service's and the site's own
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed (uvicorn's setting)
 
@@ -119,6 +124,13 @@ def _number(value, what: str, cast=float):
         return cast(value)
     except (TypeError, ValueError):
         raise ServeError(f"{what} must be a number, not '{value}'") from None
+
+
+def _positive(value, what: str, cast=float):
+    number = _number(value, what, cast)
+    if number <= 0:
+        raise ServeError(f"{what} must be greater than 0, not '{value}'")
+    return number
 
 
 def load_secret(env: Mapping, path: Path = Path(SECRET_FILE)) -> bytes:
@@ -163,6 +175,10 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         ip_limit=_limit(get("ip_limit", d.ip_limit), "DIGEST_SERVE_IP_LIMIT"),
         address_limit=_limit(get("address_limit", d.address_limit), "DIGEST_SERVE_ADDRESS_LIMIT"),
         max_body=_number(get("max_body", d.max_body), "DIGEST_SERVE_MAX_BODY", int),
+        header_timeout=_positive(get("header_timeout", d.header_timeout), "DIGEST_SERVE_HEADER_TIMEOUT"),
+        body_timeout=_positive(get("body_timeout", d.body_timeout), "DIGEST_SERVE_BODY_TIMEOUT"),
+        keep_alive=_positive(get("keep_alive", d.keep_alive), "DIGEST_SERVE_KEEP_ALIVE"),
+        max_connections=_positive(get("max_connections", d.max_connections), "DIGEST_SERVE_MAX_CONNECTIONS", int),
         allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o)
         or (LOCAL_PREVIEW_ORIGINS if host in LOOPBACK_HOSTS else ()),
         forwarded_allow_ips=str(get("forwarded_allow_ips", "")))
@@ -507,13 +523,12 @@ def check_csrf(request, fields) -> None:
 
 
 async def page_form(request):
-    """A form posted from one of the service's own pages: rate-limited, same origin, CSRF token.
-
-    Returns (service, fields)."""
+    """A form posted from one of the service's own pages: rate-limited, same origin, CSRF token
+    (the first two before the body is read). Returns (service, fields)."""
     service = _service(request)
     limit_ip(request)
-    fields = await read_form(request)
     check_origin(request, allow_site=False)
+    fields = await read_form(request)
     check_csrf(request, fields)
     return service, fields
 
@@ -549,8 +564,9 @@ async def subscribe_page(request):
 async def subscribe(request):
     service = _service(request)
     limit_ip(request)
+    origin = check_origin(request, allow_site=True)  # what needs no body is checked before it is read
     fields = await read_form(request)
-    if check_origin(request, allow_site=True) != "site":
+    if origin != "site":
         check_csrf(request, fields)
     topics = chosen_topics(service, fields)
     try:
@@ -595,8 +611,8 @@ async def confirm_page(request):
 
 
 async def confirm(request):
+    confirmation_id = _confirm_token(_service(request), request)  # before the body is read
     service, _ = await page_form(request)
-    confirmation_id = _confirm_token(service, request)
     outcome, subscriber = await in_thread(service.store.confirm, confirmation_id)
     if outcome == "used":  # a double submit, or the link again after it worked
         _, subscriber = await in_thread(service.store.confirmation_status, confirmation_id)
@@ -651,8 +667,8 @@ async def unsubscribe(request):
     from starlette.responses import PlainTextResponse
 
     service = _service(request)
+    subscriber_id = _subscriber_id(service, request, "unsubscribe")  # a bad link is refused before its body is read
     fields = await read_form(request)
-    subscriber_id = _subscriber_id(service, request, "unsubscribe")
     one_click = fields.get("List-Unsubscribe") == ["One-Click"]
     if not one_click:
         limit_ip(request)
@@ -680,8 +696,8 @@ def _preferences(request, service: Service, subscriber: Subscriber | None, subsc
 
 
 async def preferences(request):
+    subscriber_id = _subscriber_id(_service(request), request, "preferences")  # before the body is read
     service, fields = await page_form(request)
-    subscriber_id = _subscriber_id(service, request, "preferences")
     topics = chosen_topics(service, fields)
     saved = await in_thread(service.store.set_topics, subscriber_id, topics)
     subscriber = await in_thread(service.store.get, subscriber_id)
@@ -716,7 +732,9 @@ async def home(request):
 # --- errors and middleware ---
 
 async def refused(request, exc: RequestRefused):
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    if exc.status == 413:  # the rest of that body is not worth reading
+        headers["Connection"] = "close"
     return page(request, "error.html", exc.status, headers=headers, message=exc.message)
 
 
@@ -750,11 +768,16 @@ def security_headers(settings: ServeSettings) -> list[tuple[bytes, bytes]]:
 
 class Guard:
     """Pure ASGI middleware: security headers on every response (and ``no-store`` unless the
-    response says otherwise); request bodies over ``max_body`` answered 413 before they are read."""
+    response says otherwise); a Content-Length over ``max_body`` answered 413 before the body is
+    read, and a body without one cut at ``max_body``; a client that leaves before its body
+    arrived counted on the throttled client log, not thrown to uvicorn (a traceback per request)."""
 
     def __init__(self, app, settings: ServeSettings, too_large):
+        from starlette.requests import ClientDisconnect
+
         self.app, self.max_body, self.too_large = app, settings.max_body, too_large
         self.headers = security_headers(settings)
+        self.disconnect = ClientDisconnect
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -771,7 +794,10 @@ class Guard:
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.max_body:
             return await self.too_large(scope, receive, send_with_headers)
-        await self.app(scope, self._limited(receive), send_with_headers)
+        try:
+            await self.app(scope, self._limited(receive), send_with_headers)
+        except self.disconnect:  # nobody is left to answer, and nothing went wrong here
+            client_log.info("a client closed its connection before its request body arrived")
 
     def _limited(self, receive):
         received = 0
@@ -827,13 +853,14 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
 
 def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None) -> None:
     """Serve until stopped (SIGINT/SIGTERM); log lines on stderr carry keyed hashes, never addresses."""
-    import uvicorn
+    from digest.service.server import serve
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("digest serve: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    package_log = logging.getLogger("digest.service")  # this module's lines and those about clients
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False
     mailer = Mailer(settings, dataclasses.replace(mail, service_url=settings.base_url), store.secret(), smtp,
                     getattr(smtp, "envelope_from", "") or "")
     app = create_app(settings, store, mail, tags, mailer)
@@ -844,6 +871,6 @@ def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tag
     log.info("the subscribe form may be posted from %s (the site, DIGEST_SITE_URL%s; more with "
              "DIGEST_SERVE_ALLOWED_ORIGINS)", ", ".join(sorted(form_origins(settings, mail))),
              ", not set: the placeholder" if mail.site_url == DEFAULT_SITE_URL else "")
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, server_header=False,
-                log_level="warning", proxy_headers=bool(settings.forwarded_allow_ips),
-                forwarded_allow_ips=settings.forwarded_allow_ips or None, timeout_keep_alive=5)
+    serve(app, host=settings.host, port=settings.port, header_timeout=settings.header_timeout,
+          body_timeout=settings.body_timeout, keep_alive=settings.keep_alive,
+          max_connections=settings.max_connections, forwarded_allow_ips=settings.forwarded_allow_ips)
