@@ -21,7 +21,9 @@ one confirmation per address per window (kept in the store, so it holds across s
 limits per client IP and per address (in memory, per process); CSRF: a form POST must carry the
 token of a form this service rendered (bound to a cookie), except the subscribe form embedded on
 the site, which is accepted from the site's origin; a POST from any other origin is refused.
-Addresses never reach a log: lines carry ``keyed_hash``.
+Addresses never reach a log: lines carry ``keyed_hash``. What needs no body (the link, the origin,
+the IP limit, the Content-Length) is checked before a body is read; timeouts, the connection cap
+and logs a client cannot flood are ``digest.service.server``'s.
 """
 
 from __future__ import annotations
