@@ -333,3 +333,35 @@ def test_the_server_limits_are_settings_checked_at_start():
         serve_settings({**env, "DIGEST_SERVE_MAX_CONNECTIONS": "0"}, {})
     with pytest.raises(ServeError, match="DIGEST_SERVE_BODY_TIMEOUT must be a number"):
         serve_settings({**env, "DIGEST_SERVE_BODY_TIMEOUT": "soon"}, {})
+
+
+def test_the_throttle_shows_the_first_line_then_a_count_per_window():
+    import asyncio
+    import logging
+
+    from digest.service.server import Throttle
+
+    logger, lines = logging.getLogger("digest.tests.throttle"), []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger.addHandler(handler)
+    logger.addFilter(Throttle(every=0.2))
+    logger.propagate, logger.level = False, logging.INFO
+
+    async def storm():
+        for i in range(300):
+            logger.info("a client left (%d)", i)
+            logger.warning("another kind")
+        await asyncio.sleep(0.3)  # the window ends: its count is written
+        logger.info("a client left (%d)", 300)  # within the next window: held for its count
+        await asyncio.sleep(0.3)
+    try:
+        asyncio.run(storm())
+        logger.info("a client left (%d)", 301)  # outside the event loop: not throttled
+    finally:
+        logger.removeHandler(handler)
+    assert lines == ["a client left (0)", "another kind",
+                     "299 more in the last 0.2 s, not shown one by one; the last: a client left (299)",
+                     "299 more in the last 0.2 s, not shown one by one; the last: another kind",
+                     "1 more in the last 0.2 s, not shown one by one; the last: a client left (300)",
+                     "a client left (301)"]
