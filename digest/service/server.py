@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from digest.errors import ServeError
+
 client_log = logging.getLogger("digest.service.clients")
 
 LOG_EVERY = 10.0  # seconds between two lines of one kind about clients
@@ -201,11 +203,38 @@ def guarded_protocol(header_timeout: float, body_timeout: float, max_connections
     return GuardedProtocol
 
 
+SPARE_FILES = 64  # open files besides connections: the store, logs, outbox, mail, the listening socket
+
+
+def file_limit(max_connections: int, soft: int, hard: int, infinity: int = -1) -> int:
+    """The soft limit on open files that ``max_connections`` needs: ``soft`` when it is enough,
+    else raised toward ``hard``; ServeError when even ``hard`` is too low (a process out of file
+    descriptors fails every request, its store included)."""
+    needed = max_connections + SPARE_FILES
+    if soft == infinity or soft >= needed:
+        return soft
+    if hard == infinity or hard >= needed:
+        return needed
+    raise ServeError(f"DIGEST_SERVE_MAX_CONNECTIONS is {max_connections}, but this process may open at most "
+                     f"{hard} files (ulimit -Hn), {SPARE_FILES} of them kept for the store and logs: set it to "
+                     f"{max(hard - SPARE_FILES, 1)} or less, or raise the limit (LimitNOFILE= in a systemd unit)")
+
+
+def _fit_file_limit(max_connections: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = file_limit(max_connections, soft, hard, resource.RLIM_INFINITY)
+    if wanted != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def serve(app, *, host: str, port: int, header_timeout: float, body_timeout: float, keep_alive: float,
           max_connections: int, forwarded_allow_ips: str = "") -> None:
     """Run ``app`` on uvicorn (uvloop, httptools, no WebSockets) until SIGINT/SIGTERM."""
     import uvicorn
 
+    _fit_file_limit(max_connections)
     config = uvicorn.Config(
         app, host=host, port=port, access_log=False, server_header=False, log_level="warning", ws="none",
         http=guarded_protocol(header_timeout, body_timeout, max_connections), timeout_keep_alive=keep_alive,

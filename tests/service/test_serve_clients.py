@@ -335,6 +335,18 @@ def test_the_server_limits_are_settings_checked_at_start():
         serve_settings({**env, "DIGEST_SERVE_BODY_TIMEOUT": "soon"}, {})
 
 
+def test_the_open_file_limit_is_raised_to_fit_the_connection_cap_or_the_start_says_why():
+    from digest.errors import ServeError
+    from digest.service.server import SPARE_FILES, file_limit
+
+    assert file_limit(500, 20000, 20000) == 20000  # enough already
+    assert file_limit(500, 256, 4096) == 500 + SPARE_FILES  # raised within the hard limit
+    assert file_limit(500, -1, -1) == -1 and file_limit(500, 256, -1) == 500 + SPARE_FILES  # unlimited
+    with pytest.raises(ServeError, match=r"DIGEST_SERVE_MAX_CONNECTIONS is 5000, .* at most 1024 files .* "
+                                         r"set it to 960 or less"):
+        file_limit(5000, 1024, 1024)
+
+
 def test_the_throttle_shows_the_first_line_then_a_count_per_window():
     import asyncio
     import logging
