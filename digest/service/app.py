@@ -94,7 +94,7 @@ class ServeSettings:
     address_limit: tuple[int, float] = (5, 3600.0)  # subscribe requests per address
     max_body: int = 8192  # bytes of a request body
     header_timeout: float = 10.0  # seconds for a request line and headers to arrive (slowloris)
-    body_timeout: float = 10.0  # seconds for a body to arrive after its headers
+    body_timeout: float = 10.0  # seconds for a body to arrive after its headers, or a client to read answers
     keep_alive: float = 5.0  # seconds an idle connection stays open for the next request
     max_connections: int = 500  # open connections per process; past it a new one is answered 503
     allowed_origins: tuple[str, ...] = ()  # besides the service's and the site's own

@@ -5,8 +5,9 @@ and logs that a client cannot flood.
     guarded_protocol(...)     the protocol class: a connection must deliver its request line and
                               headers within ``header_timeout`` seconds of opening (or of its last
                               response), its body within ``body_timeout`` of the headers, its
-                              headers in at most MAX_HEAD bytes; past ``max_connections`` open
-                              connections a new one is answered 503 and closed
+                              headers in at most MAX_HEAD bytes, and take our answers (when they
+                              fill its buffers) within ``body_timeout``; past ``max_connections``
+                              open connections a new one is answered 503 and closed
     Throttle                  a logging filter: at most one line of a kind every LOG_EVERY seconds,
                               the lines held back counted on a later one
     client_log                the logger for what clients do wrong (left mid-request, too slow...),
@@ -111,6 +112,7 @@ def guarded_protocol(header_timeout: float, body_timeout: float, max_connections
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.deadline: asyncio.TimerHandle | None = None
+            self.reader_gone: asyncio.TimerHandle | None = None  # while the client takes none of our writes
             self.in_head = True  # between two requests or inside a request line and headers
             self.received = 0  # bytes received since the last headers (or message) completed
             self.head = 0  # bytes of the current request line and headers, as parsed
@@ -128,7 +130,24 @@ def guarded_protocol(header_timeout: float, body_timeout: float, max_connections
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            self._reader_back()
             super().connection_lost(exc)
+
+        def pause_writing(self) -> None:
+            # A client that sends requests (pipelined) but reads no answers would hold the
+            # connection and its task for ever: it gets as long to read as to send a body.
+            super().pause_writing()
+            if self.reader_gone is None:
+                self.reader_gone = self.loop.call_later(body_timeout, self._cut, body_timeout, "reading")
+
+        def resume_writing(self) -> None:
+            self._reader_back()
+            super().resume_writing()
+
+        def _reader_back(self) -> None:
+            if self.reader_gone is not None:
+                self.reader_gone.cancel()
+                self.reader_gone = None
 
         def data_received(self, data: bytes) -> None:
             # Counted here too: httptools buffers a header line until it ends, unbounded.
@@ -189,14 +208,16 @@ def guarded_protocol(header_timeout: float, body_timeout: float, max_connections
                 self.deadline = None
 
         def _cut(self, seconds: float, part: str) -> None:
-            self.deadline = None
             if self.transport.is_closing():
                 return
             if part == "headers":
                 client_log.info("closed a connection whose request line and headers took over %g s "
                                 "(DIGEST_SERVE_HEADER_TIMEOUT)", seconds)
-            else:
+            elif part == "body":
                 client_log.info("closed a connection whose request body took over %g s "
+                                "(DIGEST_SERVE_BODY_TIMEOUT)", seconds)
+            else:
+                client_log.info("closed a connection that read none of its answers for %g s "
                                 "(DIGEST_SERVE_BODY_TIMEOUT)", seconds)
             self.transport.close()
 

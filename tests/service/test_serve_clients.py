@@ -8,7 +8,8 @@ slowloris connections and more connections than the server takes.
     - a fuzz of hostile requests answers each below 500 (or closes), and the log stays short and
       free of tracebacks;
     - 200 connections that stall in their headers are cut after the header timeout while a normal
-      client is answered at once; a stalled body and a dripping keep-alive request are cut too;
+      client is answered at once; a stalled body, a dripping keep-alive request and a client
+      that reads no answers are cut too;
     - past DIGEST_SERVE_MAX_CONNECTIONS a new connection is answered 503, and afterwards served.
 """
 
@@ -298,6 +299,29 @@ def test_a_stalled_body_and_a_dripping_keep_alive_request_are_cut(served):
             if closed:
                 break
         assert closed and time.monotonic() - started < STALL_TIMEOUT + 2
+
+
+def test_a_client_that_reads_none_of_its_answers_is_cut(served):
+    server, _ = served
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes back up
+    sock.connect(address(server))
+    with sock:
+        # ~8 MB of answers: more than the kernel's buffers (4 MB at most here) and uvicorn's hold
+        sock.sendall(b"GET /static/serve.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2000)
+        time.sleep(STALL_TIMEOUT + 2)  # reading nothing
+        received, sock_closed = 0, False
+        sock.settimeout(3)
+        try:
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+            sock_closed = True
+        except ConnectionError:
+            sock_closed = True
+        except TimeoutError:
+            pass
+    assert sock_closed and received < 1000 * 3300, received  # cut, far from all 2,000 answers
+    assert "closed a connection that read none of its answers for 2 s" in server.log_text()
 
 
 def test_connections_past_the_cap_are_answered_503_and_then_served_again(tmp_path):
