@@ -58,7 +58,7 @@ from digest.mail.message import (
     setting,
     subject_line,
 )
-from digest.service.server import client_log
+from digest.service.server import client_log, serve
 from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
     Subscriber,
@@ -855,8 +855,6 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
 
 def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None) -> None:
     """Serve until stopped (SIGINT/SIGTERM); log lines on stderr carry keyed hashes, never addresses."""
-    from digest.service.server import serve
-
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("digest serve: %(message)s"))
     package_log = logging.getLogger("digest.service")  # this module's lines and those about clients

@@ -76,15 +76,11 @@ class Throttle(logging.Filter):
                        last, extra={"tally": True})
 
 
-def throttle_logs(every: float = LOG_EVERY) -> list[tuple[logging.Logger, Throttle]]:
+def throttle_logs(every: float = LOG_EVERY) -> None:
     """Throttle the loggers clients can make write: ours about clients, uvicorn's errors (a
-    malformed request, an exception) and asyncio's (transport trouble). Returns what it added."""
-    added = []
+    malformed request, an exception) and asyncio's (transport trouble)."""
     for name in (client_log.name, "uvicorn.error", "asyncio"):
-        logger, throttle = logging.getLogger(name), Throttle(every)
-        logger.addFilter(throttle)
-        added.append((logger, throttle))
-    return added
+        logging.getLogger(name).addFilter(Throttle(every))
 
 
 class LateWritesDropped:
