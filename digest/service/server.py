@@ -50,7 +50,7 @@ class Throttle(logging.Filter):
         super().__init__()
         self.every = every
         self.shown: dict[str, float] = {}  # template → when a line of it was last let through
-        self.held: dict[str, tuple[int, str]] = {}  # template → (records held back, the last one's text)
+        self.held: dict[str, tuple[int, logging.LogRecord]] = {}  # template → (records held back, the last)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -61,26 +61,36 @@ class Throttle(logging.Filter):
         if getattr(record, "tally", False) or now - self.shown.get(key, float("-inf")) >= self.every:
             self.shown[key] = now
             return True
-        count, _ = self.held.get(key, (0, ""))
-        self.held[key] = (count + 1, record.getMessage().strip().split("\n")[0])
+        count = self.held[key][0] if key in self.held else 0
+        self.held[key] = (count + 1, record)
         if count == 0:
-            loop.call_later(self.shown[key] + self.every - now, self._tally, logging.getLogger(record.name), key,
-                            record.levelno)
+            loop.call_later(self.shown[key] + self.every - now, self._tally, key)
         return False
 
-    def _tally(self, logger: logging.Logger, key: str, level: int) -> None:
-        count, last = self.held.pop(key, (0, ""))
+    def _tally(self, key: str) -> None:
         self.shown[key] = asyncio.get_running_loop().time()  # this line is the window's one line
+        self._say(key, f"in the last {self.every:g} s")
+
+    def flush(self) -> None:
+        """Say the counts still held (the server is stopping: the loop will not run their tallies)."""
+        for key in list(self.held):
+            self._say(key, "before the server stopped")
+
+    def _say(self, key: str, when: str) -> None:
+        count, last = self.held.pop(key, (0, None))
         if count:
-            logger.log(level, "%d more in the last %g s, not shown one by one; the last: %s", count, self.every,
-                       last, extra={"tally": True})
+            logging.getLogger(last.name).log(last.levelno, "%d more %s, not shown one by one; the last: %s", count,
+                                             when, last.getMessage().strip().split("\n")[0], extra={"tally": True})
 
 
-def throttle_logs(every: float = LOG_EVERY) -> None:
+def throttle_logs(every: float = LOG_EVERY) -> list[Throttle]:
     """Throttle the loggers clients can make write: ours about clients, uvicorn's errors (a
     malformed request, an exception) and asyncio's (transport trouble)."""
+    throttles = []
     for name in (client_log.name, "uvicorn.error", "asyncio"):
-        logging.getLogger(name).addFilter(Throttle(every))
+        throttles.append(Throttle(every))
+        logging.getLogger(name).addFilter(throttles[-1])
+    return throttles
 
 
 class LateWritesDropped:
@@ -256,5 +266,12 @@ def serve(app, *, host: str, port: int, header_timeout: float, body_timeout: flo
         app, host=host, port=port, access_log=False, server_header=False, log_level="warning", ws="none",
         http=guarded_protocol(header_timeout, body_timeout, max_connections), timeout_keep_alive=keep_alive,
         proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or None)
-    throttle_logs()  # after Config: it configures uvicorn's loggers
-    uvicorn.Server(config).run()
+    throttles = throttle_logs()  # after Config: it configures uvicorn's loggers
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            await super().shutdown(sockets)
+            for throttle in throttles:  # the loop stops (and uvicorn re-raises SIGTERM): say the counts now
+                throttle.flush()
+
+    Server(config).run()
