@@ -198,6 +198,10 @@ def guarded_protocol(header_timeout: float, body_timeout: float, max_connections
             self.in_head, self.received = True, 0
             self._disarm()
             super().on_message_complete()
+            if self.cycle.response_complete and not self.pipeline:
+                # Answered before its body ended: idle now, and the body's bytes stopped uvicorn's
+                # keep-alive timer, so nothing else would ever close this connection.
+                self._arm(header_timeout, "headers")
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -301,6 +301,15 @@ def test_a_stalled_body_and_a_dripping_keep_alive_request_are_cut(served):
         assert closed and time.monotonic() - started < STALL_TIMEOUT + 2
 
 
+def test_a_connection_answered_before_its_body_then_silent_is_cut(served):
+    server, _ = served
+    with connect(server, timeout=10) as sock:  # a forged link: answered at once, before its body
+        sock.sendall(post_head("/unsubscribe/forged.link", 20))
+        assert status_of(answer(sock)) == 400
+        sock.sendall(b"List-Unsubscribe=One")  # the body after all (uvicorn's keep-alive timer stops), then nothing
+        assert closed_by_server(sock, timeout=STALL_TIMEOUT + 5)
+
+
 def test_a_client_that_reads_none_of_its_answers_is_cut(served):
     server, _ = served
     sock = socket.socket()
