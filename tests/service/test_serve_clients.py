@@ -119,7 +119,7 @@ def test_five_hundred_clients_closing_mid_body_leave_a_short_log_without_traceba
     log = grown(server, since)
     print(f"\nlog after 500 clients closing mid-body: {len(log.encode())} bytes")
     assert "Traceback" not in log and "Exception" not in log, f"{len(log.encode())} bytes: {log[:1500]}"
-    assert len(log.encode()) < 2000, log[:1500]  # was ~1.5 MB: 3 KB of traceback per client
+    assert len(log.encode()) < 2000, log[:1500]  # was 738 KB: 3 KB of traceback per client that reached the body
     assert "a client closed its connection before its request body arrived" in log  # said once, then counted
     assert httpx.get(server.url + "health", timeout=5).status_code == 200
 
@@ -134,16 +134,9 @@ def test_an_oversized_one_click_body_is_refused_before_it_is_read(served):
     with connect(server) as sock:  # no Content-Length: cut where the limit is, not at the end
         sock.sendall(f"POST {one_click} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/"
                      "x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
-        sent, response = 0, b""
-        sock.settimeout(0.05)
-        while not response and sent < 10_000_000:
-            sock.sendall(b"400\r\n" + b"a" * 1024 + b"\r\n")
-            sent += 1024
-            try:
-                response = sock.recv(65536)
-            except TimeoutError:
-                pass
-    assert status_of(response) == 413 and sent < 200_000, sent  # the limit is 8,192 bytes
+        sock.sendall((b"400\r\n" + b"a" * 1024 + b"\r\n") * 12)  # 12 KB of a body that never ends
+        response = answer(sock)
+    assert status_of(response) == 413 and b"connection: close" in response.lower()  # the limit is 8,192 bytes
 
     with connect(server) as sock:  # a forged link with a body announced: refused before the body comes
         sock.sendall(post_head("/unsubscribe/forged.link", 5000))
