@@ -23,7 +23,9 @@ limits per client IP and per address (token buckets: in the store on PostgreSQL,
 across servers; in memory on SQLite); CSRF: a form POST must carry the
 token of a form this service rendered (bound to a cookie), except the subscribe form embedded on
 the site, which is accepted from the site's origin; a POST from any other origin is refused.
-Addresses never reach a log: lines carry ``keyed_hash``.
+Addresses never reach a log: lines carry ``keyed_hash``. What needs no body (the link, the origin,
+the IP limit, the Content-Length) is checked before a body is read; timeouts, the connection cap
+and logs a client cannot flood are ``digest.service.server``'s.
 
 Keys: links (confirm, unsubscribe, preferences) are signed and verified with the store's keyring
 (``SubscriberStore.keyring``, shared by every server and by `digest send`, rotated by `digest
@@ -57,6 +59,7 @@ from digest.mail.message import (
 )
 from digest.service.confirmations import ConfirmationSender, transport_factory
 from digest.service.limits import SharedBucket, TokenBucket, limiter
+from digest.service.server import client_log, serve
 from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
     Keyring,
@@ -94,6 +97,10 @@ class ServeSettings:
     ip_limit: tuple[int, float] = (30, 60.0)  # form POSTs per client IP: (count, seconds)
     address_limit: tuple[int, float] = (5, 3600.0)  # subscribe requests per address
     max_body: int = 8192  # bytes of a request body
+    header_timeout: float = 10.0  # seconds for a request line and headers to arrive (slowloris)
+    body_timeout: float = 10.0  # seconds for a body to arrive after its headers, or a client to read answers
+    keep_alive: float = 5.0  # seconds an idle connection stays open for the next request
+    max_connections: int = 500  # open connections per process; past it a new one is answered 503
     allowed_origins: tuple[str, ...] = ()  # besides the service's and the site's own
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed (uvicorn's setting)
     key_refresh: float = 30.0  # seconds: how soon a rotated link-signing key reaches this server
@@ -124,6 +131,13 @@ def _number(value, what: str, cast=float):
         return cast(value)
     except (TypeError, ValueError):
         raise ServeError(f"{what} must be a number, not '{value}'") from None
+
+
+def _positive(value, what: str, cast=float):
+    number = _number(value, what, cast)
+    if number <= 0:
+        raise ServeError(f"{what} must be greater than 0, not '{value}'")
+    return number
 
 
 def load_secret(env: Mapping, path: Path = Path(SECRET_FILE)) -> bytes:
@@ -172,6 +186,10 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         ip_limit=_limit(get("ip_limit", d.ip_limit), "DIGEST_SERVE_IP_LIMIT"),
         address_limit=_limit(get("address_limit", d.address_limit), "DIGEST_SERVE_ADDRESS_LIMIT"),
         max_body=_number(get("max_body", d.max_body), "DIGEST_SERVE_MAX_BODY", int),
+        header_timeout=_positive(get("header_timeout", d.header_timeout), "DIGEST_SERVE_HEADER_TIMEOUT"),
+        body_timeout=_positive(get("body_timeout", d.body_timeout), "DIGEST_SERVE_BODY_TIMEOUT"),
+        keep_alive=_positive(get("keep_alive", d.keep_alive), "DIGEST_SERVE_KEEP_ALIVE"),
+        max_connections=_positive(get("max_connections", d.max_connections), "DIGEST_SERVE_MAX_CONNECTIONS", int),
         allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o)
         or (LOCAL_PREVIEW_ORIGINS if host in LOOPBACK_HOSTS else ()),
         forwarded_allow_ips=str(get("forwarded_allow_ips", "")),
@@ -406,13 +424,12 @@ def check_csrf(request, fields) -> None:
 
 
 async def page_form(request):
-    """A form posted from one of the service's own pages: rate-limited, same origin, CSRF token.
-
-    Returns (service, fields)."""
+    """A form posted from one of the service's own pages: rate-limited, same origin, CSRF token
+    (the first two before the body is read). Returns (service, fields)."""
     service = _service(request)
     await limit_ip(request)
-    fields = await read_form(request)
     check_origin(request, allow_site=False)
+    fields = await read_form(request)
     check_csrf(request, fields)
     return service, fields
 
@@ -448,8 +465,9 @@ async def subscribe_page(request):
 async def subscribe(request):
     service = _service(request)
     await limit_ip(request)
+    origin = check_origin(request, allow_site=True)  # what needs no body is checked before it is read
     fields = await read_form(request)
-    if check_origin(request, allow_site=True) != "site":
+    if origin != "site":
         check_csrf(request, fields)
     topics = chosen_topics(service, fields)
     try:
@@ -492,8 +510,8 @@ async def confirm_page(request):
 
 
 async def confirm(request):
+    confirmation_id = await _confirm_token(_service(request), request)  # before the body is read
     service, _ = await page_form(request)
-    confirmation_id = await _confirm_token(service, request)
     outcome, subscriber = await in_thread(service.store.confirm, confirmation_id)
     if outcome == "used":  # a double submit, or the link again after it worked
         _, subscriber = await in_thread(service.store.confirmation_status, confirmation_id)
@@ -543,8 +561,9 @@ async def unsubscribe(request):
     from starlette.responses import PlainTextResponse
 
     service = _service(request)
-    fields = await read_form(request)
+    # a bad link is refused before its body is read
     subscriber_id = await _subscriber_id(service, request, "unsubscribe")
+    fields = await read_form(request)
     one_click = fields.get("List-Unsubscribe") == ["One-Click"]
     if not one_click:
         await limit_ip(request)
@@ -573,8 +592,8 @@ async def _preferences(request, service: Service, subscriber: Subscriber | None,
 
 
 async def preferences(request):
+    subscriber_id = await _subscriber_id(_service(request), request, "preferences")  # before the body is read
     service, fields = await page_form(request)
-    subscriber_id = await _subscriber_id(service, request, "preferences")
     topics = chosen_topics(service, fields)
     saved = await in_thread(service.store.set_topics, subscriber_id, topics)
     subscriber = await in_thread(service.store.get, subscriber_id)
@@ -609,7 +628,9 @@ async def home(request):
 # --- errors and middleware ---
 
 async def refused(request, exc: RequestRefused):
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    if exc.status == 413:  # the rest of that body is not worth reading
+        headers["Connection"] = "close"
     return page(request, "error.html", exc.status, headers=headers, message=exc.message)
 
 
@@ -643,11 +664,16 @@ def security_headers(settings: ServeSettings) -> list[tuple[bytes, bytes]]:
 
 class Guard:
     """Pure ASGI middleware: security headers on every response (and ``no-store`` unless the
-    response says otherwise); request bodies over ``max_body`` answered 413 before they are read."""
+    response says otherwise); a Content-Length over ``max_body`` answered 413 before the body is
+    read, and a body without one cut at ``max_body``; a client that leaves before its body
+    arrived counted on the throttled client log, not thrown to uvicorn (a traceback per request)."""
 
     def __init__(self, app, settings: ServeSettings, too_large):
+        from starlette.requests import ClientDisconnect
+
         self.app, self.max_body, self.too_large = app, settings.max_body, too_large
         self.headers = security_headers(settings)
+        self.disconnect = ClientDisconnect
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -664,7 +690,10 @@ class Guard:
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.max_body:
             return await self.too_large(scope, receive, send_with_headers)
-        await self.app(scope, self._limited(receive), send_with_headers)
+        try:
+            await self.app(scope, self._limited(receive), send_with_headers)
+        except self.disconnect:  # nobody is left to answer, and nothing went wrong here
+            client_log.info("a client closed its connection before its request body arrived")
 
     def _limited(self, receive):
         received = 0
@@ -737,13 +766,12 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
 
 def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None) -> None:
     """Serve until stopped (SIGINT/SIGTERM); log lines on stderr carry keyed hashes, never addresses."""
-    import uvicorn
-
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("digest serve: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    package_log = logging.getLogger("digest.service")  # this module's lines and those about clients
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False
     app = create_app(settings, store, mail, tags, smtp)
     log.info("erased %d unconfirmed sign-up(s) whose links expired over %g days ago",
              store.purge_unconfirmed(), PURGE_AFTER_DAYS)
@@ -752,6 +780,6 @@ def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tag
     log.info("the subscribe form may be posted from %s (the site, DIGEST_SITE_URL%s; more with "
              "DIGEST_SERVE_ALLOWED_ORIGINS)", ", ".join(sorted(form_origins(settings, mail))),
              ", not set: the placeholder" if mail.site_url == DEFAULT_SITE_URL else "")
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, server_header=False,
-                log_level="warning", proxy_headers=bool(settings.forwarded_allow_ips),
-                forwarded_allow_ips=settings.forwarded_allow_ips or None, timeout_keep_alive=5)
+    serve(app, host=settings.host, port=settings.port, header_timeout=settings.header_timeout,
+          body_timeout=settings.body_timeout, keep_alive=settings.keep_alive,
+          max_connections=settings.max_connections, forwarded_allow_ips=settings.forwarded_allow_ips)

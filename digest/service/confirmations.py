@@ -35,7 +35,7 @@ from digest.mail.message import CRLF, MailSettings, base64_lines, fold_address, 
 from digest.subscribers.store import OutboxMail, Subscriber, SubscriberStore, keyed_hash
 from digest.templates import environment
 
-log = logging.getLogger("digest.service.app")
+log = logging.getLogger("digest.service.confirmations")
 
 POLL = 1.0  # seconds between looks at the outbox when nothing woke the sender
 MAX_ATTEMPTS = 6  # tries of one email (temporary failures, lost connections) before it is withdrawn
