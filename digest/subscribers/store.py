@@ -768,12 +768,15 @@ class SqlStore(SubscriberStore):
                       (suppression_hash(self._suppression_key(execute), address),)).fetchone()
         return row[0] if row else None
 
-    def _suppress(self, execute, subscriber_id: int, reason: str) -> None:
-        row = execute("SELECT address FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()
-        if row is not None:
+    def _suppress(self, execute, subscriber_id: int, reason: str, address: str | None = None) -> None:
+        """Suppress the subscriber's address (``address`` when the caller has read it already)."""
+        if address is None:
+            row = execute("SELECT address FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()
+            address = row[0] if row else None
+        if address is not None:
             execute("INSERT INTO suppressions VALUES (?, ?, ?) ON CONFLICT (address_hash) DO UPDATE SET "
                     "reason=excluded.reason, since=excluded.since",
-                    (suppression_hash(self._suppression_key(execute), row[0]), reason, _now()))
+                    (suppression_hash(self._suppression_key(execute), address), reason, _now()))
 
     @retried
     def suppression(self, address):
@@ -961,13 +964,14 @@ class SqlStore(SubscriberStore):
     @retried
     def unsubscribe(self, subscriber_id):
         with self._tx() as execute:
-            changed = execute("UPDATE subscribers SET status='unsubscribed', changed=? "
-                              "WHERE id=? AND status != 'unsubscribed'", (_now(), subscriber_id)).rowcount == 1
+            row = execute("UPDATE subscribers SET status='unsubscribed', changed=? "
+                          "WHERE id=? AND status != 'unsubscribed' RETURNING address",
+                          (_now(), subscriber_id)).fetchone()
             execute("UPDATE confirmations SET used_at=? WHERE subscriber_id=? AND used_at IS NULL",
                     (int(time.time()), subscriber_id))
-            if changed:
-                self._suppress(execute, subscriber_id, "unsubscribed")
-        return changed
+            if row is not None:
+                self._suppress(execute, subscriber_id, "unsubscribed", address=row[0])
+        return row is not None
 
     @retried
     def set_topics(self, subscriber_id, topics):
