@@ -17,9 +17,10 @@ the first send, in English and Korean, each problem with the record to publish.
             certificate valid for its name; connect and EHLO only: no login, no mail
 
 DNS questions go to the nameserver of DIGEST_DNS_SERVER (host or host:port, an IP address; [doctor]
-dns_server in the config file), else to the system's. The organizational domain (relaxed alignment)
-comes from Debian's public suffix list (package publicsuffix) where installed, else from the last two
-labels (three under a few known second-level suffixes such as co.kr).
+dns_server in the config file), else to the system's, each given DIGEST_DNS_TIMEOUT seconds (5).
+The organizational domain (relaxed alignment) comes from Debian's public suffix list (package
+publicsuffix) where installed, else from the last two labels (three under a few known second-level
+suffixes such as co.kr).
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ def resolver(nameserver: str = "", timeout: float = DNS_TIMEOUT):
         found.nameservers, found.port = [host], port
     found.lifetime = found.timeout = timeout
     return found
+
+
+def _timeout(value) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1
+    if not 0 < seconds <= 60:
+        raise MailSettingsError(f"DIGEST_DNS_TIMEOUT is '{value}'; give seconds, more than 0 and at most 60")
+    return seconds
 
 
 def _answer(res, name: str, kind: str) -> list:
@@ -180,7 +191,8 @@ def examine(env: Mapping, config: dict, nameserver: str | None = None) -> list[F
     findings: list[Finding] = []
     try:
         mail = mail_settings(dict(env), config)
-        res = resolver(nameserver if nameserver is not None else setting(env, config, "doctor", "dns_server", ""))
+        res = resolver(nameserver if nameserver is not None else setting(env, config, "doctor", "dns_server", ""),
+                       _timeout(setting(env, config, "doctor", "dns_timeout", DNS_TIMEOUT)))
     except DigestError as exc:
         return [Finding("fail", "settings", str(exc), f"설정이 잘못되었습니다: {exc}")]
     if mail.domain == PLACEHOLDER_DOMAIN:
@@ -208,7 +220,7 @@ def examine(env: Mapping, config: dict, nameserver: str | None = None) -> list[F
         findings += spf
     dkim_findings = _dkim(res, sender)
     findings += dkim_findings
-    findings += _dmarc(res, sender, dkim_ok=all(f.level == "ok" for f in dkim_findings), spf_ok=spf_passes)
+    findings += _dmarc(res, sender, dkim_ok=all(f.level != "fail" for f in dkim_findings), spf_ok=spf_passes)
     if smtp is not None:
         findings.append(_tls(smtp))
     return findings
@@ -447,6 +459,13 @@ def _dkim(res, sender: Sender) -> list[Finding]:
         except (binascii.Error, ValueError):
             theirs = b""
         if theirs == ours and published.get("k", "rsa").lower() == "rsa":
+            if signer.key.key_size < 2048:
+                return [Finding("warn", "dkim", f"{name} holds the configured key, but it has {signer.key.key_size} "
+                                "bits: Gmail and Yahoo ask for 2048; make a new one (`openssl genrsa -out dkim.pem "
+                                "2048`) under a new selector, publish it, then switch DIGEST_DKIM_SELECTOR",
+                                f"{name}에 설정된 키가 있지만 {signer.key.key_size}비트입니다. Gmail과 Yahoo는 2048"
+                                "비트를 요구합니다. 새 선택자로 새 키를 만들어 게시한 뒤 DIGEST_DKIM_SELECTOR를 "
+                                "바꾸세요.")]
             return [Finding("ok", "dkim", f"{name} holds the public half of the configured key "
                             f"({signer.key.key_size}-bit RSA)", f"{name}에 설정된 키의 공개 키가 있습니다 "
                             f"(RSA {signer.key.key_size}비트)")]
@@ -552,8 +571,8 @@ def _alignment(sender: Sender, where: str, values: dict, text: str, dkim_ok: boo
         return [Finding("fail", "dmarc", f"neither DKIM nor SPF aligns with From {domain} ({said}): DMARC fails "
                         f"for every message; {fix}", f"DKIM도 SPF도 From {domain}과 정렬되지 않아 ({korean}) "
                         f"모든 메일이 DMARC를 통과하지 못합니다. {fix_ko}.", record)]
-    return [Finding("fail", "dmarc", f"{where}: {said}, but the aligned one does not pass (see above): DMARC "
-                    "fails until it does", f"{where}: {korean}. 그러나 정렬된 쪽이 통과하지 못해 (위 참고) "
+    return [Finding("fail", "dmarc", f"{where}: {said}, but no aligned one passes (see above): DMARC fails "
+                    "until one does", f"{where}: {korean}. 그러나 정렬된 쪽이 통과하지 못해 (위 참고) "
                     "DMARC가 실패합니다.")]
 
 

@@ -62,6 +62,7 @@ RECORDS = [
     # the relay's provider: its SPF covers relay.good.example (127.0.0.1, where the test SMTP servers listen)
     ("TXT", "_spf.relay.example", "v=spf1 a:relay.good.example ip4:192.0.2.0/24 -all"),
     ("A", "relay.good.example", "127.0.0.1"),
+    ("A", "dual.good.example", "127.0.0.1"), ("AAAA", "dual.good.example", "::1"),
     *domain("good.example"),
     *domain("nospf.example", spf=None),
     *domain("uncovered.example", spf="v=spf1 ip4:192.0.2.1 mx -all"),
@@ -208,6 +209,24 @@ def test_spf_that_does_not_cover_the_relay_gets_the_relay_added_before_all(dns_s
     assert problem.record == 'uncovered.example TXT "v=spf1 ip4:192.0.2.1 mx ip4:127.0.0.1 -all"'
 
 
+def test_every_address_of_the_relay_must_pass_ipv6_too(dns_server, starttls_port):
+    env = settings(dns_server, starttls_port, DIGEST_SMTP_HOST="dual.good.example")  # A 127.0.0.1, AAAA ::1
+    (spf,) = by_topic(examine(env, {}), "spf")
+    assert spf.level == "fail"
+    assert "::1: fail (-all at good.example)" in spf.english and "127.0.0.1:" not in spf.english
+    assert spf.record == 'good.example TXT "v=spf1 include:_spf.relay.example ip6:::1 -all"'
+
+
+def test_an_unanswering_nameserver_is_reported_not_raised(starttls_port, trusted):
+    from smtpkit import free_port
+
+    env = settings(f"127.0.0.1:{free_port()}", starttls_port, DIGEST_DNS_TIMEOUT="0.5")  # nothing listens there
+    findings = examine(env, {})
+    assert [f.level for f in by_topic(findings, "spf") + by_topic(findings, "dkim")] == ["fail", "fail"]
+    assert all("DNS did not answer" in f.english for f in failures(findings)[:2])
+    assert by_topic(findings, "tls")[0].level == "ok"
+
+
 def test_two_spf_records_are_a_permerror_and_one_merged_record_is_offered(dns_server, starttls_port, trusted):
     problem = only_problem(examine(settings(dns_server, starttls_port, sender="digest@twospf.example"), {}), "spf")
     assert "has 2 SPF records" in problem.english
@@ -246,6 +265,14 @@ def test_a_dkim_key_in_dns_that_is_not_the_configured_one_is_reported_with_ours(
     assert "is another key than the configured one" in problem.english and "다른 키라서" in problem.korean
     ours = DkimSigner(KEY, "digest", "badkey.example").public_record()
     assert problem.record == f'digest._domainkey.badkey.example TXT "{ours}"'
+
+
+def test_a_1024_bit_key_that_matches_is_noted(dns_server, starttls_port, trusted):
+    env = settings(dns_server, starttls_port, sender="digest@badkey.example", DIGEST_DKIM_KEY=OTHER_KEY.decode())
+    findings = examine(env, {})
+    problem = only_problem(findings, "dkim", level="warn")
+    assert "1024 bits" in problem.english and "2048" in problem.korean
+    assert doctor_lines(findings)[-1].startswith("ready to send")
 
 
 def test_no_dkim_key_in_dns_is_reported_with_the_public_record(dns_server, starttls_port, trusted):
