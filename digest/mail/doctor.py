@@ -7,7 +7,9 @@ the first send, in English and Korean, each problem with the record to publish.
     SPF     the envelope sender's domain (DIGEST_SMTP_ENVELOPE_FROM, else the From address's) has one
             v=spf1 record, and it passes every address of the relay (DIGEST_SMTP_HOST): evaluated as
             a receiver would (RFC 7208: ip4, ip6, a, mx, include, exists, redirect; at most 10 DNS
-            lookups, includes at most 10 deep); macros and ptr are not evaluated
+            lookups, includes at most 10 deep); macros and ptr are not evaluated. A provider that
+            sends from other addresses than its relay's: DIGEST_DOCTOR_SPF_INCLUDE=<its SPF domain>,
+            and the record must reach include:<that domain>
     DKIM    <selector>._domainkey.<domain> holds the public half of the configured key (the key
             bytes are compared, not the text)
     DMARC   _dmarc.<From domain> (or its organizational domain's) holds v=DMARC1 with a policy, and
@@ -182,6 +184,8 @@ class Sender:
     envelope_domain: str  # SPF is checked for the envelope sender (MAIL FROM), the bounce address
     signer: DkimSigner | None
     smtp: object | None  # SmtpSettings, or None when the relay is not configured
+    spf_include: str = ""  # DIGEST_DOCTOR_SPF_INCLUDE: the provider's SPF domain, when it sends from other
+    #                        addresses than its relay's (e.g. amazonses.com)
 
 
 def examine(env: Mapping, config: dict, nameserver: str | None = None) -> list[Finding]:
@@ -206,7 +210,8 @@ def examine(env: Mapping, config: dict, nameserver: str | None = None) -> list[F
         findings.append(Finding("fail", "settings", f"{exc} (SPF coverage and TLS need the relay)",
                                 f"메일 서버 설정이 잘못되었습니다: {exc} (SPF와 TLS 검사에 필요)"))
     envelope = (smtp.envelope_from if smtp and smtp.envelope_from else mail.sender).rpartition("@")[2]
-    sender = Sender(mail.domain.lower(), envelope.lower(), mail.signer, smtp)
+    include = str(setting(env, config, "doctor", "spf_include", "")).strip().removeprefix("include:")
+    sender = Sender(mail.domain.lower(), envelope.lower(), mail.signer, smtp, include)
     relay = f"{smtp.host}:{smtp.port} ({smtp.security})" if smtp else "none"
     dkim = f"d={mail.signer.domain} s={mail.signer.selector}" if mail.signer else "none"
     findings.append(Finding("ok", "settings", f"From domain {sender.from_domain}, envelope (SPF) domain "
@@ -347,35 +352,63 @@ def _mechanisms(ips: list[str]) -> list[str]:
     return [f"ip{ipaddress.ip_address(ip).version}:{ip}" for ip in ips]
 
 
-def spf_with(record: str | None, ips: list[str]) -> str:
-    """``record`` with mechanisms for ``ips`` before its 'all' (or its modifiers); a new one when None."""
+def spf_with(record: str | None, mechanisms: list[str]) -> str:
+    """``record`` with ``mechanisms`` (those it lacks) before its 'all' (or its modifiers); a new one when None."""
     if not record:
-        return " ".join(["v=spf1", *_mechanisms(ips), "~all"])
+        return " ".join(["v=spf1", *mechanisms, "~all"])
     terms = record.split()[1:]
     at = next((i for i, t in enumerate(terms) if t.lstrip("+-~?").lower() == "all" or "=" in t.split(":")[0]),
               len(terms))
-    added = [m for m in _mechanisms(ips) if m not in terms]
+    added = [m for m in mechanisms if m not in terms]
     return " ".join(["v=spf1", *terms[:at], *added, *terms[at:]])
+
+
+def spf_includes(res, domain: str) -> set[str]:
+    """Every domain that ``domain``'s SPF reaches through include: and redirect= (lower-cased), with the
+    lookups counted as a receiver counts them: _SpfError past 10, or deeper than 10."""
+    counter = SpfCheck(res, "0.0.0.0")
+
+    def walk(name: str, depth: int) -> set[str]:
+        if depth > SPF_DEPTH:
+            raise _SpfError("permerror", f"include:/redirect= nested deeper than {SPF_DEPTH} (a loop?) at {name}")
+        records = spf_records(res, name)
+        if len(records) != 1:
+            raise _SpfError("permerror", f"{len(records)} v=spf1 records at {name}, where an include leads")
+        found = set()
+        for term in records[0].split()[1:]:
+            mechanism, sep, value = term.lstrip("+-~?").partition(":")
+            key, eq, target = term.partition("=")
+            if eq and key.lower() == "redirect":
+                mechanism, value = "redirect", target
+            mechanism = mechanism.split("/")[0].lower()
+            if mechanism in ("include", "redirect", "a", "mx", "ptr", "exists"):
+                counter._count()
+            if mechanism in ("include", "redirect") and value:
+                found |= {value.lower().rstrip(".")} | walk(value, depth + 1)
+        return found
+
+    return walk(domain, 0)
 
 
 def _spf(res, sender: Sender) -> list[Finding]:
     domain, host = sender.envelope_domain, sender.smtp.host
     try:
-        ips = addresses(res, host)
+        ips = [] if sender.spf_include else addresses(res, host)
         records = spf_records(res, domain)
     except DnsTrouble as exc:
         return [Finding("fail", "spf", f"DNS did not answer: {exc}", f"DNS가 응답하지 않았습니다: {exc}")]
-    if not ips:
+    if not ips and not sender.spf_include:
         return [Finding("fail", "spf", f"the relay {host} has no address in DNS (A/AAAA): receivers cannot match "
                         "it against SPF; check DIGEST_SMTP_HOST", f"메일 서버 {host}의 주소(A/AAAA)가 DNS에 없어 "
                         "SPF와 맞춰 볼 수 없습니다. DIGEST_SMTP_HOST를 확인해 주세요.")]
-    where = ", ".join(ips)
+    needed = [f"include:{sender.spf_include}"] if sender.spf_include else _mechanisms(ips)
+    where = f"include:{sender.spf_include}" if sender.spf_include else ", ".join(ips)
     if not records:
         return [Finding("fail", "spf", f"{domain} has no SPF record (TXT v=spf1): receivers cannot tell mail from "
                         f"the relay {host} ({where}) from forgeries; publish one (or your mail provider's "
                         "include:, from its documentation)", f"{domain}에 SPF 레코드(TXT v=spf1)가 없어 메일 서버 "
                         f"{host}({where})가 보낸 메일과 위조 메일을 구별할 수 없습니다. 다음을 게시하세요 (메일 "
-                        "서비스가 알려 주는 include:도 됩니다).", quoted(domain, "TXT", spf_with(None, ips)))]
+                        "서비스가 알려 주는 include:도 됩니다).", quoted(domain, "TXT", spf_with(None, needed)))]
     if len(records) > 1:
         merged = " ".join(dict.fromkeys(t for r in records for t in r.split()[1:]
                                         if t.lstrip("+-~?").lower() != "all"))
@@ -383,31 +416,60 @@ def _spf(res, sender: Sender) -> list[Finding]:
                         "(permerror) and SPF fails for all of them; publish one record in their place",
                         f"{domain}에 SPF 레코드가 {len(records)}개 있어 수신 서버는 오류로 보고 SPF가 통과하지 "
                         "않습니다. 하나로 합쳐 게시하세요.",
-                        quoted(domain, "TXT", spf_with(f"v=spf1 {merged} ~all", ips)))]
+                        quoted(domain, "TXT", spf_with(f"v=spf1 {merged} ~all", needed)))]
+    if sender.spf_include:
+        return [_spf_include(res, domain, sender.spf_include, records[0])]
     results = {ip: SpfCheck(res, ip).run(domain) for ip in ips}
     missing = [ip for ip, (result, _) in results.items() if result != "pass"]
     errors = {result: why for result, why in results.values() if result in ("permerror", "temperror")}
     if "temperror" in errors:
-        return [Finding("fail", "spf", f"DNS did not answer while evaluating {domain}'s SPF: {errors['temperror']}",
-                        f"{domain}의 SPF를 확인하는 중에 DNS가 응답하지 않았습니다: {errors['temperror']}")]
+        return [_spf_dns(domain, errors["temperror"])]
     if "permerror" in errors:
-        why = errors["permerror"]
-        return [Finding("fail", "spf", f"{domain}'s SPF record is broken for receivers (permerror): {why}; "
-                        "publish a record without it (add back what else sends your mail, as ip4:/ip6:, within "
-                        f"{SPF_LOOKUPS} lookups)", f"{domain}의 SPF 레코드를 수신 서버가 해석할 수 없습니다 "
-                        f"(permerror): {why}. 문제가 없는 레코드로 바꿔 게시하세요 (다른 발송 서버는 ip4:/ip6:로, "
-                        f"조회 {SPF_LOOKUPS}번 이내로).", quoted(domain, "TXT", spf_with(None, ips)))]
+        return [_spf_broken(domain, errors["permerror"], needed)]
     if missing:
         said = "; ".join(f"{ip}: {results[ip][0]} ({results[ip][1]})" for ip in missing)
         return [Finding("fail", "spf", f"{domain}'s SPF record does not cover the relay {host} ({said}): receivers "
-                        "see its mail as unauthorized; publish the record with the relay's addresses (or your mail "
-                        "provider's include:)", f"{domain}의 SPF 레코드가 메일 서버 {host}를 포함하지 않습니다 "
-                        f"({said}). 수신 서버는 그 메일을 허가되지 않은 것으로 봅니다. 메일 서버 주소를 넣은 "
-                        "레코드를 게시하세요 (메일 서비스의 include:도 됩니다).",
-                        quoted(domain, "TXT", spf_with(records[0], missing)))]
+                        "see its mail as unauthorized; publish the record with the relay's addresses (or, if your "
+                        "provider sends from other addresses than its relay's, set DIGEST_DOCTOR_SPF_INCLUDE to "
+                        "the domain its documentation names)", f"{domain}의 SPF 레코드가 메일 서버 {host}를 포함하지 "
+                        f"않습니다 ({said}). 수신 서버는 그 메일을 허가되지 않은 것으로 봅니다. 메일 서버 주소를 넣은 "
+                        "레코드를 게시하세요 (메일 서비스가 다른 주소에서 보낸다면 그 문서에 나온 도메인을 "
+                        "DIGEST_DOCTOR_SPF_INCLUDE로 설정하세요).",
+                        quoted(domain, "TXT", spf_with(records[0], _mechanisms(missing))))]
     decided = "; ".join(sorted({why for _, why in results.values()}))
     return [Finding("ok", "spf", f"{domain}'s SPF passes the relay {host} ({where}): {decided}",
                     f"{domain}의 SPF가 메일 서버 {host}({where})를 허용합니다: {decided}")]
+
+
+def _spf_dns(domain: str, why: str) -> Finding:
+    return Finding("fail", "spf", f"DNS did not answer while evaluating {domain}'s SPF: {why}",
+                   f"{domain}의 SPF를 확인하는 중에 DNS가 응답하지 않았습니다: {why}")
+
+
+def _spf_broken(domain: str, why: str, needed: list[str]) -> Finding:
+    return Finding("fail", "spf", f"{domain}'s SPF record is broken for receivers (permerror): {why}; publish a "
+                   "record without it (add back what else sends your mail, as ip4:/ip6:, within "
+                   f"{SPF_LOOKUPS} lookups)", f"{domain}의 SPF 레코드를 수신 서버가 해석할 수 없습니다 "
+                   f"(permerror): {why}. 문제가 없는 레코드로 바꿔 게시하세요 (다른 발송 서버는 ip4:/ip6:로, "
+                   f"조회 {SPF_LOOKUPS}번 이내로).", quoted(domain, "TXT", spf_with(None, needed)))
+
+
+def _spf_include(res, domain: str, include: str, record: str) -> Finding:
+    """DIGEST_DOCTOR_SPF_INCLUDE: the provider sends from the addresses its own SPF names (not its relay's)."""
+    try:
+        reached = spf_includes(res, domain)
+    except _SpfError as exc:
+        return _spf_broken(domain, exc.detail, [f"include:{include}"])
+    except DnsTrouble as exc:
+        return _spf_dns(domain, str(exc))
+    if include.lower().rstrip(".") in reached:
+        return Finding("ok", "spf", f"{domain}'s SPF includes {include} (DIGEST_DOCTOR_SPF_INCLUDE, the provider's "
+                       "sending addresses)", f"{domain}의 SPF가 {include}를 포함합니다 (DIGEST_DOCTOR_SPF_INCLUDE, "
+                       "메일 서비스의 발송 주소)")
+    return Finding("fail", "spf", f"{domain}'s SPF record does not include {include} (DIGEST_DOCTOR_SPF_INCLUDE): "
+                   "receivers see your provider's mail as unauthorized", f"{domain}의 SPF 레코드가 {include}를 "
+                   "포함하지 않아 (DIGEST_DOCTOR_SPF_INCLUDE) 수신 서버는 메일 서비스가 보낸 메일을 허가되지 않은 "
+                   "것으로 봅니다.", quoted(domain, "TXT", spf_with(record, [f"include:{include}"])))
 
 
 # --- DKIM ----------------------------------------------------------------------------------------

@@ -78,6 +78,10 @@ RECORDS = [
     *domain("misaligned.example"),
     *domain("strict.example", dmarc="v=DMARC1; p=reject; adkim=s; aspf=s"),
     *domain("mail.strict.example"),
+    # a provider whose relay is not among its sending addresses (DIGEST_DOCTOR_SPF_INCLUDE)
+    ("TXT", "spf.provider.example", "v=spf1 ip4:198.51.100.0/24 -all"),
+    ("TXT", "hop.provider.example", "v=spf1 include:spf.provider.example -all"),
+    *domain("viaprovider.example", spf="v=spf1 mx include:hop.provider.example -all"),
 ]
 
 
@@ -227,6 +231,18 @@ def test_an_unanswering_nameserver_is_reported_not_raised(starttls_port, trusted
     assert by_topic(findings, "tls")[0].level == "ok"
 
 
+def test_a_providers_include_is_enough_when_named(dns_server, starttls_port, trusted):
+    """127.0.0.1 is not among spf.provider.example's addresses: named, the include (two deep) passes."""
+    env = settings(dns_server, starttls_port, sender="digest@viaprovider.example")
+    assert by_topic(examine(env, {}), "spf")[0].level == "fail"
+    findings = examine({**env, "DIGEST_DOCTOR_SPF_INCLUDE": "spf.provider.example"}, {})
+    assert not failures(findings), doctor_lines(findings)
+    problem = only_problem(examine({**env, "DIGEST_FROM": "digest@uncovered.example",
+                                    "DIGEST_DOCTOR_SPF_INCLUDE": "spf.provider.example"}, {}), "spf")
+    assert "does not include spf.provider.example" in problem.english
+    assert problem.record == 'uncovered.example TXT "v=spf1 ip4:192.0.2.1 mx include:spf.provider.example -all"'
+
+
 def test_two_spf_records_are_a_permerror_and_one_merged_record_is_offered(dns_server, starttls_port, trusted):
     problem = only_problem(examine(settings(dns_server, starttls_port, sender="digest@twospf.example"), {}), "spf")
     assert "has 2 SPF records" in problem.english
@@ -254,8 +270,9 @@ def test_spf_evaluation_follows_include_a_mx_ip_and_cidr(dns_server):
 
 
 def test_the_record_with_the_relay_goes_before_all_and_modifiers():
-    assert spf_with("v=spf1 mx ~all", ["127.0.0.1", "::1"]) == "v=spf1 mx ip4:127.0.0.1 ip6:::1 ~all"
-    assert spf_with("v=spf1 mx redirect=x.example", ["127.0.0.1"]) == "v=spf1 mx ip4:127.0.0.1 redirect=x.example"
+    assert spf_with("v=spf1 mx ~all", ["ip4:127.0.0.1", "ip6:::1"]) == "v=spf1 mx ip4:127.0.0.1 ip6:::1 ~all"
+    assert spf_with("v=spf1 mx redirect=x.example", ["ip4:127.0.0.1"]) == "v=spf1 mx ip4:127.0.0.1 redirect=x.example"
+    assert spf_with("v=spf1 mx -all", ["mx"]) == "v=spf1 mx -all"
 
 
 # --- DKIM ----------------------------------------------------------------------------------------
