@@ -1,7 +1,7 @@
 """A real DNS server on 127.0.0.1 for tests: Debian's dnsmasq (package dnsmasq-base) on a free high
 port, serving only the records it is given, as an unprivileged user (`nobody`) when we are root.
 
-    running_dns(records)    yields "127.0.0.1:<port>" while dnsmasq answers ``records``:
+    running_dns(records)    yields "127.0.0.1:<port>" (a str; .pid is dnsmasq's) while dnsmasq answers ``records``:
                             ("TXT", name, value) with value one string or a tuple of strings
                             (each at most 255 bytes), ("A"/"AAAA", name, address),
                             ("MX", name, (preference, target)), ("CNAME", name, target)
@@ -67,6 +67,10 @@ def _answers(port: int) -> bool:
             return False
 
 
+class Address(str):
+    pid: int
+
+
 @contextlib.contextmanager
 def running_dns(records, zones=("test",)):
     binary = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
@@ -90,7 +94,9 @@ def running_dns(records, zones=("test",)):
                 output = server.stdout.read().decode(errors="replace") if server.poll() is not None else ""
                 raise RuntimeError(f"dnsmasq did not start on 127.0.0.1:{port}: {output[-2000:]}")
             time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
+        where = Address(f"127.0.0.1:{port}")
+        where.pid = server.pid
+        yield where
     finally:
         server.terminate()
         try:
