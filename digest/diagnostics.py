@@ -1,7 +1,9 @@
-"""One problem found in content, and the two ways it is printed."""
+"""One problem found in content, and the two ways it is printed; one finding of a setup check
+(`digest serve --check`, `digest doctor`) and how it is printed in English and Korean."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -41,3 +43,28 @@ def summary(diagnostics, files: int) -> str:
     warnings = len(diagnostics) - errors
     verdict = "ok" if not errors else "failed"
     return f"digest check {verdict}: {files} file(s), {errors} error(s), {warnings} warning(s)"
+
+
+# --- setup checks (`digest serve --check`, `digest doctor`) -----------------------------------
+
+LEVELS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # ok | warn (it works, but look) | fail (fix it first)
+    topic: str  # a key of the check's topics (English → Korean)
+    english: str
+    korean: str
+    record: str = ""  # what to publish or set to fix it, printed as it is (e.g. a DNS record)
+
+
+def finding_lines(findings, topics: Mapping[str, str]) -> list[str]:
+    """Two lines a finding, English then Korean, and its record (if any) on a third."""
+    lines = []
+    for f in findings:
+        lines.append(f"{LEVELS[f.level]:<5} {f.topic:<9} {f.english}")
+        lines.append(f"{'':<5} {topics[f.topic]:<9} {f.korean}")
+        if f.record:
+            lines.append(f"{'':<5} {'':<9} → {f.record}")
+    return lines

@@ -187,6 +187,10 @@ def read_config(path: str | Path | None) -> dict:
         [dkim]
         key_file = "/etc/digest/dkim.pem"   # or the PEM itself in $DIGEST_DKIM_KEY
         selector = "digest"                 # domain: the From address's
+        [doctor]
+        dns_server = "127.0.0.1:5353"       # `digest doctor`'s nameserver (default: the system's);
+                                            # dns_timeout = 5; spf_include = "amazonses.com" (a provider
+                                            # sending from other addresses than its relay's)
     """
     if not path:
         return {}

@@ -1,7 +1,8 @@
 """`digest serve --check`: what is wrong with the settings, the secret, the store and the mail relay,
 in Korean and English, before the service starts (or beside running ones: it changes nothing).
 
-    Finding             one finding: ok, warn (it works, but look) or fail (fix it before serving)
+    Finding             one finding (digest.diagnostics): ok, warn (it works, but look) or fail (fix it
+                        before serving)
     check_setup(...)    every finding, in order: settings, content, secret, store, mail relay
     report_lines(...)   what `digest serve --check` prints; it exits 0 only without a failure
 
@@ -17,24 +18,15 @@ import dataclasses
 import smtplib
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from digest.diagnostics import Finding, finding_lines
 from digest.errors import DigestError
 from digest.mail.message import DEFAULT_SITE_URL, mail_settings
 from digest.service.app import LOOPBACK_HOSTS, SECRET_FILE, ServeSettings, _public_url, serve_settings
 from digest.subscribers.store import MIGRATIONS, inspect_store, open_store
 
 TOPICS = {"settings": "설정", "content": "콘텐츠", "secret": "비밀 키", "store": "저장소", "mail": "메일 서버"}
-LEVELS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # ok | warn | fail
-    topic: str  # a key of TOPICS
-    english: str
-    korean: str
 
 
 def check_setup(env: Mapping, config: dict, host: str | None = None, port: int | None = None,
@@ -55,10 +47,7 @@ def check_setup(env: Mapping, config: dict, host: str | None = None, port: int |
 
 
 def report_lines(findings: list[Finding]) -> list[str]:
-    lines = []
-    for f in findings:
-        lines.append(f"{LEVELS[f.level]:<5} {f.topic:<9} {f.english}")
-        lines.append(f"{'':<5} {TOPICS[f.topic]:<9} {f.korean}")
+    lines = finding_lines(findings, TOPICS)
     failed = sum(f.level == "fail" for f in findings)
     if failed:
         lines.append(f"{failed} problem(s) to fix before serving · 시작하기 전에 고칠 문제 {failed}개")
