@@ -525,7 +525,8 @@ class Run:
         if message is None:
             return self.finish(recipient, "skipped", "no note this week is on the chosen topics")
         self.limiter.wait()
-        outcome = transport.deliver(self.envelope_from, recipient, message,
+        sender = self.template.return_path(recipient.id) or self.envelope_from  # VERP when a bounce domain is set
+        outcome = transport.deliver(sender, recipient, message,
                                     lambda: self.store.begin_send(self.issue, self.channel, recipient.id))
         reply = redact(outcome.reply, recipient.address)
         if outcome.kind == "sent":
