@@ -504,3 +504,13 @@ def process(store: SubscriberStore, source, mail: MailSettings, settings: Bounce
         detail = f" ({verdict.detail})" if verdict.detail else ""
         log(f"{item.name}: {verdict.kind}{detail} {who}: {result}{size}")
     return counts
+
+
+def summary(counts: Counter) -> str:
+    """One line: messages by kind, then what was done."""
+    done = ("suppressed", "unsubscribed", "already suppressed", "already applied")
+    counted = sum(n for k, n in counts.items() if k.startswith("counted"))
+    kinds = " · ".join(f"{k} {counts[k]}" for k in KINDS if counts[k]) or "none"
+    acts = [f"{k} {counts[k]}" for k in done if counts[k]] + ([f"soft bounces counted {counted}"] if counted else [])
+    return (f"digest bounces: {sum(counts[k] for k in KINDS)} message(s): {kinds}; "
+            f"{' · '.join(acts) or 'nothing changed'}")
