@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests drive for real: the browser, the Korean font (pages and reference
-# figures), a MIME parser for the mail tests, the database server, and the reverse proxy that
-# deploy/nginx-digest.conf configures (run in front of two `digest serve` processes).
-SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl postgresql nginx
+# figures), a MIME parser for the mail tests, the database server, the reverse proxy that
+# deploy/nginx-digest.conf configures (run in front of two `digest serve` processes), and the IMAP
+# server that `digest bounces` reads in its tests (Dovecot, started by tests/imapkit.py).
+SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl postgresql nginx dovecot-imapd
 
 .PHONY: build test check site refs lint bench bench-site bench-pong golden clean system-deps venv
 

@@ -174,7 +174,12 @@ def read_config(path: str | Path | None) -> dict:
         site_url = "https://notes.example.org/"
         service_url = "https://subscribe.example.org/"   # digest serve: unsubscribe and preferences
         # list_id = "weekly.example.org"; unsubscribe_mailto = "unsubscribe@example.org" (only for
-        # a mailbox that acts on "unsubscribe <token>" subjects: List-Unsubscribe adds it beside the URL)
+        # a mailbox `digest bounces` reads: List-Unsubscribe adds it beside the URL)
+        # bounce_domain = "bounces.example.org"   # VERP: envelope sender bounces+<token>@ this domain
+        [imap]                       # `digest bounces`: host, port, security = "tls" | "starttls" | "none",
+                                     # username, password_file, folder ("INBOX"), cafile; password: env only
+        [bounces]
+        soft_bounce_limit = 3        # soft bounces within soft_bounce_days (30) suppress a subscriber
         [smtp]
         host = "smtp.example.org"    # port (587), security = "starttls" | "tls" | "none", username,
                                      # password_file, timeout, envelope_from; password: env only
@@ -194,7 +199,7 @@ def read_config(path: str | Path | None) -> dict:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MailSettingsError(f"cannot read config file {path}: {exc}") from None
-    for table, key in (("smtp", "password"), ("dkim", "key")):
+    for table, key in (("smtp", "password"), ("imap", "password"), ("dkim", "key")):
         if key in data.get(table, {}):
             raise MailSettingsError(f"{path}: [{table}] {key} must not be in a file that may end up in git; "
                                     f"set DIGEST_{table.upper()}_{key.upper()} in the environment instead")
