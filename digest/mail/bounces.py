@@ -239,7 +239,8 @@ class Classifier:
             code = _STATUS.search(block.get("status", "")) or _STATUS.search(block.get("diagnostic-code", ""))
             kind = self._dsn_kind(act, code, block.get("diagnostic-code", ""))
             if kind and (worst is None or rank[kind] > rank[worst]):
-                worst, status, action = kind, code[0] if code else "", act
+                worst, status = kind, code[0] if code else ""
+                action = act if act in ("failed", "delayed", "delivered", "relayed", "expanded") else ""
                 address = _address_of(block.get("final-recipient", "") or block.get("original-recipient", ""))
         if worst is None:
             return Verdict("malformed", detail="delivery report without Action or Status")
@@ -269,13 +270,13 @@ class Classifier:
 
     def _arf(self, message, fields) -> Verdict:
         report = fields[0] if fields else {}
-        kind = report.get("feedback-type", "").strip().lower()
+        kind = re.sub(r"[^a-z0-9-]", "", report.get("feedback-type", "").strip().lower())[:20]
         if not kind:
             return Verdict("malformed", detail="feedback report without Feedback-Type")
         if kind in ("not-spam", "auth-failure", "dkim", "dmarc"):
             return Verdict("not-spam" if kind == "not-spam" else "ignored", detail=f"feedback {kind}")
         recipients = [_address_of(report.get(k, "")) for k in ("original-rcpt-to", "removal-recipient")]
-        return self._who("complaint", message, [a for a in recipients if a], f"feedback {kind[:20]}",
+        return self._who("complaint", message, [a for a in recipients if a], f"feedback {kind}",
                          extra=report.get("original-mail-from", ""))
 
     def _nonstandard(self, message) -> Verdict:
@@ -367,9 +368,13 @@ class MaildirSource:
                 if not name.startswith("."):
                     yield Item(name, self.root / sub / name)
 
-    def read(self, item: Item) -> bytes:
-        with open(item.ref, "rb") as handle:
-            return handle.read(MAX_BYTES + 1)
+    def read(self, item: Item) -> bytes | None:
+        """The file's first MAX_BYTES + 1 bytes, or None when another reader moved it meanwhile."""
+        try:
+            with open(item.ref, "rb") as handle:
+                return handle.read(MAX_BYTES + 1)
+        except FileNotFoundError:
+            return None
 
     def done(self, item: Item) -> None:
         for sub in ("cur", "new", "tmp"):
@@ -444,18 +449,36 @@ class ImapSource:
         self.move = self.client.has_capability("MOVE")
 
     def messages(self) -> Iterator[Item]:
-        uids = sorted(self.client.search("ALL"))
+        uids = sorted(self._guard(lambda: self.client.search("ALL")))
         for start in range(0, len(uids), 200):
-            sizes = self.client.fetch(uids[start:start + 200], ["RFC822.SIZE"])
-            for uid in uids[start:start + 200]:
+            batch = uids[start:start + 200]
+            sizes = self._guard(lambda batch=batch: self.client.fetch(batch, ["RFC822.SIZE"]))
+            for uid in batch:
                 if uid in sizes:
                     yield Item(f"uid {uid}", uid, sizes[uid].get(b"RFC822.SIZE", 0))
 
-    def read(self, item: Item) -> bytes:
-        data = self.client.fetch([item.ref], [f"BODY.PEEK[]<0.{MAX_BYTES + 1}>"]).get(item.ref, {})
+    def read(self, item: Item) -> bytes | None:
+        """The message's first MAX_BYTES + 1 bytes, or None when another client removed it meanwhile."""
+        data = self._guard(lambda: self.client.fetch([item.ref], [f"BODY.PEEK[]<0.{MAX_BYTES + 1}>"])).get(item.ref)
+        if not data:
+            return None
         return next((value for key, value in data.items() if key.startswith(b"BODY[")), b"") or b""
 
+    def _guard(self, call):
+        """``call()``, a dropped connection or a refusal of the server as one DeliveryError."""
+        from imapclient.exceptions import IMAPClientError
+
+        try:
+            return call()
+        except (OSError, IMAPClientError) as exc:
+            s = self.settings
+            raise DeliveryError(f"the IMAP server at {s.host}:{s.port} failed mid-run ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); nothing is lost or applied twice: run it again") from None
+
     def done(self, item: Item) -> None:
+        self._guard(lambda: self._done(item))
+
+    def _done(self, item: Item) -> None:
         if self.move:
             self.client.move([item.ref], PROCESSED)
         else:  # copied first: the original is expunged only once its copy is in the folder
@@ -490,6 +513,9 @@ def process(store: SubscriberStore, source, mail: MailSettings, settings: Bounce
     counts: Counter = Counter()
     for item in source.messages():
         raw = source.read(item)
+        if raw is None:  # gone meanwhile (another client moved it): nothing to apply or move
+            log(f"{item.name}: gone before it was read; skipped")
+            continue
         verdict = classifier.classify(raw)
         key = hashlib.sha256(raw).hexdigest()
         applied = APPLIED.get(verdict.kind, verdict.kind)

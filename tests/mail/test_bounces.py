@@ -198,6 +198,7 @@ def dsn_with(store, reader, extra_part: bytes) -> bytes:
 
 def test_hostile_mail_is_reported_in_one_line_and_skipped(store, maildir, capsys, monkeypatch):
     reader, victim = store.add("reader@reader.example")[0], store.add("victim@reader.example")[0]
+    third = store.add("third@reader.example")[0]
     huge = base64.encodebytes(b"\x00" * (6 * 1024 * 1024))
     bomb = gzip.compress(b"\x00" * (200 * 1024 * 1024))  # 200 MB of zeros in about 200 KB
     nesting = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(3000))
@@ -216,6 +217,11 @@ def test_hostile_mail_is_reported_in_one_line_and_skipped(store, maildir, capsys
         "no-headers": b"\r\n\r\njust a body",
         "header-bomb": b"Subject: " + b"a" * 300000 + b"\r\n\r\nbody",
         "bad-encoded-words": b"From: =?utf-8?b?////?= <x@y>\r\nSubject: =?x-unknown?q?=FF=FE?=\r\n\r\nbody",
+        "address-in-action": corpus_for(store, {"t": third}, {"hard--postfix-user-unknown.eml": "t"})[
+            "hard--postfix-user-unknown.eml"].replace(b"Action: failed", b"Action: failed victim@x.example"),
+        "address-in-feedback-type": b"From: x@attacker.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report;"
+                                    b" report-type=feedback-report; boundary=q\r\n\r\n--q\r\nContent-Type: message/"
+                                    b"feedback-report\r\n\r\nFeedback-Type: abuse victim@x.example\r\n\r\n--q--\r\n",
         **forged,
     }
     for name, raw in hostile.items():
@@ -233,7 +239,9 @@ def test_hostile_mail_is_reported_in_one_line_and_skipped(store, maildir, capsys
     assert ": foreign (" in by_name["foreign--bounce-for-another-list.eml"]
     for name in ("gzip-bomb", "nesting-bomb", "many-parts", "no-headers", "header-bomb", "bad-encoded-words"):
         assert re.search(r": (malformed|ignored)\b", by_name[name]), by_name[name]
-    assert store.suppression_counts() == {"unsubscribed": 0, "bounced": 1, "complained": 0}
+    assert store.suppression_counts() == {"unsubscribed": 0, "bounced": 2, "complained": 0}  # reader and third
+    assert ": hard (5.1.1) #" in by_name["address-in-action"]  # the odd Action is not echoed
+    assert ": unknown (complaint: names no subscriber" in by_name["address-in-feedback-type"]
     assert elapsed < 20, elapsed  # nothing decompressed, nothing read past MAX_BYTES
     assert len(list((maildir / ".digest-processed" / "cur").iterdir())) == len(hostile)
     assert MAX_BYTES < len(hostile["huge-attachment"])
