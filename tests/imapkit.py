@@ -1,7 +1,7 @@
 """Debian's Dovecot (dovecot-imapd) as a real IMAP server on a loopback port, for the tests of
 `digest bounces`: a temporary config and mail root, one static test user, run as an unprivileged
-user (the `dovecot` account when we are root, else ourselves). Plain IMAP with STARTTLS offered
-(a self-signed certificate made here, whose file the client is told to trust)."""
+user (the `dovecot` account when we are root, else ourselves). IMAP with STARTTLS (no login before
+it) and IMAPS, with a self-signed certificate made here, whose file the client is told to trust."""
 
 from __future__ import annotations
 
@@ -91,7 +91,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
   }}
 }}
 service anvil {{
@@ -110,7 +112,7 @@ service stats {{
 
 @contextlib.contextmanager
 def running_dovecot():
-    """Yields (port, the CA file to trust, the server's log file)."""
+    """Yields (the STARTTLS port, the CA file to trust, the server's log file, the IMAPS port)."""
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     if not Path(binary).exists():
         raise ImapUnavailable("Dovecot is not installed (Debian package dovecot-imapd; `make test` installs it)")
@@ -119,11 +121,11 @@ def running_dovecot():
     for sub in ("run", "state", "home"):
         (root / sub).mkdir()
     cert, key = _certificate(root)
-    port = _free_port()
+    port, imaps_port = _free_port(), _free_port()
     conf = root / "dovecot.conf"
     conf.write_text(CONFIG.format(root=root, user=account.pw_name, group=account.pw_name, cert=cert, key=key,
                                   imap_user=USER, password=PASSWORD, uid=account.pw_uid, gid=account.pw_gid,
-                                  port=port), encoding="utf-8")
+                                  port=port, imaps_port=imaps_port), encoding="utf-8")
     if os.geteuid() == 0:
         for path in (root, *root.rglob("*")):
             os.chown(path, account.pw_uid, account.pw_gid)
@@ -141,7 +143,7 @@ def running_dovecot():
                 log = (root / "dovecot.log").read_text(errors="replace") if (root / "dovecot.log").exists() else ""
                 raise RuntimeError(f"Dovecot did not start: {process.stderr.read().decode(errors='replace')}{log}")
             time.sleep(0.05)
-        yield port, cert, root / "dovecot.log"
+        yield port, cert, root / "dovecot.log", imaps_port
     finally:
         process.terminate()
         try:

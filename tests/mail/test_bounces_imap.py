@@ -15,6 +15,7 @@ import imapkit
 import pytest
 from mailkit import ROOT, mail_env
 
+from digest.mail.bounces import BounceSettings, ImapSettings, ImapSource, process
 from digest.mail.message import mail_settings
 from digest.subscribers.store import open_store
 
@@ -35,7 +36,7 @@ def imap(dovecot):
     """A client logged in over STARTTLS, with INBOX emptied and no digest-processed folder."""
     from imapclient import IMAPClient
 
-    port, cafile, _ = dovecot
+    port, cafile, *_ = dovecot
     client = IMAPClient("127.0.0.1", port, ssl=False, timeout=10)
     client.starttls(ssl.create_default_context(cafile=str(cafile)))
     client.login(imapkit.USER, imapkit.PASSWORD)
@@ -50,7 +51,7 @@ def imap(dovecot):
 
 
 def run_bounces(dovecot, store_path, **extra):
-    port, cafile, _ = dovecot
+    port, cafile, *_ = dovecot
     env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT), "DIGEST_IMAP_HOST": "127.0.0.1", "DIGEST_IMAP_PORT": str(port),
            "DIGEST_IMAP_SECURITY": "starttls", "DIGEST_IMAP_USERNAME": imapkit.USER,
            "DIGEST_IMAP_PASSWORD": imapkit.PASSWORD, "DIGEST_IMAP_CAFILE": str(cafile), **extra}
@@ -59,6 +60,7 @@ def run_bounces(dovecot, store_path, **extra):
 
 
 def count(client, folder):
+    client.noop()  # the selected INBOX's count is the session's until it hears of others' changes
     return client.folder_status(folder, ["MESSAGES"])[b"MESSAGES"]
 
 
@@ -114,3 +116,49 @@ def test_an_unknown_certificate_is_refused(dovecot, imap, tmp_path):
     open_store(tmp_path / "subscribers.sqlite3").close()
     done = run_bounces(dovecot, tmp_path / "subscribers.sqlite3", DIGEST_IMAP_CAFILE="")
     assert done.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in done.stderr
+
+
+def test_imaps_on_its_own_port_reads_the_mailbox_too(dovecot, imap, tmp_path):
+    store = open_store(tmp_path / "subscribers.sqlite3")
+    reader = store.add("reader@reader.example")[0]
+    imap.append("INBOX", bouncekit.fill((bouncekit.CORPUS / "complaint--arf-abuse-verp.eml").read_bytes(),
+                                        bouncekit.values_for(store.keyring(), reader, mail_settings(ENV, {}))))
+    store.close()
+    done = run_bounces(dovecot, tmp_path / "subscribers.sqlite3", DIGEST_IMAP_SECURITY="tls",
+                       DIGEST_IMAP_PORT=str(dovecot[3]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "digest bounces: 1 message(s): complaint 1; suppressed 1"
+    store = open_store(tmp_path / "subscribers.sqlite3")
+    assert store.suppression("reader@reader.example") == "complained"
+    store.close()
+
+
+class StopsAfterApplying(ImapSource):
+    """Stops (as a killed process would) after applying the first message, before moving it."""
+
+    def done(self, item):
+        raise KeyboardInterrupt
+
+
+def test_an_imap_run_stopped_before_moving_applies_nothing_twice(dovecot, imap, tmp_path):
+    store = open_store(tmp_path / "subscribers.sqlite3")
+    settings = mail_settings(ENV, {})
+    reader = store.add("reader@reader.example")[0]
+    for n in (1, 2):
+        imap.append("INBOX", bouncekit.fill((bouncekit.CORPUS / "soft--gmail-over-quota.eml").read_bytes(),
+                                            bouncekit.values_for(store.keyring(), reader, settings))
+                    .replace(b"Date: Fri", f"X-N: {n}\r\nDate: Fri".encode()))
+    port, cafile, *_ = dovecot
+    imap_settings = ImapSettings("127.0.0.1", port, "starttls", imapkit.USER, imapkit.PASSWORD, cafile=str(cafile))
+    lines: list[str] = []
+    source = StopsAfterApplying(imap_settings)
+    with pytest.raises(KeyboardInterrupt):
+        process(store, source, settings, BounceSettings(2, 30), lines.append)
+    source.close()
+    assert lines == [] and count(imap, "INBOX") == 2 and store.get(reader.id).status == "confirmed"
+    store.close()
+    done = run_bounces(dovecot, tmp_path / "subscribers.sqlite3", DIGEST_SOFT_BOUNCE_LIMIT="2")
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()[:2]
+    assert first.endswith(": already applied") and second.endswith(": suppressed")  # the 2nd soft bounce, once
+    assert count(imap, "INBOX") == 0 and count(imap, "digest-processed") == 2
