@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Debian packages the tests drive for real: the browser, the Korean font (pages and reference
 # figures), a MIME parser for the mail tests, the database server, the reverse proxy that
-# deploy/nginx-digest.conf configures (run in front of two `digest serve` processes), and the DNS
+# deploy/nginx-digest.conf configures (run in front of two `digest serve` processes), the DNS
 # server `digest doctor`'s tests serve SPF/DKIM/DMARC records from (dnsmasq-base: the binary
-# without a system service, so nothing takes port 53 or touches /etc/resolv.conf).
-SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl postgresql nginx dnsmasq-base
+# without a system service, so nothing takes port 53 or touches /etc/resolv.conf), and the IMAP
+# server that `digest bounces` reads in its tests (Dovecot, started by tests/imapkit.py).
+SYSTEM_PACKAGES ?= chromium fonts-noto-cjk libemail-mime-perl postgresql nginx dnsmasq-base dovecot-imapd
 
 .PHONY: build test check site refs lint bench bench-site bench-pong golden clean system-deps venv
 

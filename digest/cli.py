@@ -376,6 +376,22 @@ def _subscribers(args, store) -> int:
     return 1 if problems else 0
 
 
+def cmd_bounces(args) -> int:
+    from digest.mail.bounces import ImapSource, MaildirSource, bounce_settings, imap_settings, process, summary
+    from digest.mail.message import mail_settings
+
+    env, config = _mail_config(args)
+    mail, settings = mail_settings(env, config), bounce_settings(env, config)
+    with contextlib.closing(_store(args, env, config)) as store:
+        source = MaildirSource(args.maildir) if args.maildir else ImapSource(imap_settings(env, config))
+        try:
+            counts = process(store, source, mail, settings, print)
+        finally:
+            source.close()
+    print(summary(counts))
+    return 0
+
+
 def cmd_serve(args) -> int:
     import dataclasses
 
@@ -617,6 +633,21 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--config", type=Path, metavar="FILE")
         _content_arg(a)
     p.set_defaults(func=cmd_subscribers)
+
+    p = sub.add_parser("bounces", help="read the bounce mailbox: suppress hard bounces and complaints, honour "
+                                       "mailto unsubscribes",
+                       description="Read every message of the bounce mailbox (IMAP: DIGEST_IMAP_*; or --maildir) "
+                                   "and classify it: a hard bounce or a spam complaint suppresses the subscriber "
+                                   "at once, soft bounces after DIGEST_SOFT_BOUNCE_LIMIT within "
+                                   "DIGEST_SOFT_BOUNCE_DAYS, an 'unsubscribe <token>' mail unsubscribes; "
+                                   "auto-replies, forged tokens, other lists' bounces and broken mail are "
+                                   "reported and skipped. Each message is applied once and moved to the "
+                                   "digest-processed folder, never deleted. Reports show keyed hashes only.")
+    p.add_argument("--maildir", type=Path, metavar="DIR", help="read this local Maildir instead of IMAP")
+    p.add_argument("--store", metavar="PATH", help="subscriber store (default: $DIGEST_STORE or "
+                                                   "var/subscribers.sqlite3)")
+    p.add_argument("--config", type=Path, metavar="FILE")
+    p.set_defaults(func=cmd_bounces)
 
     p = sub.add_parser("serve", help="run the subscription service (subscribe, confirm, topics, unsubscribe)",
                        description="Serve the subscription pages and the one-click unsubscribe endpoint the "

@@ -160,8 +160,8 @@ def sender_problem(command: str, code: int, reply: str) -> str:
     if code == 530:
         return "it wants us to log in first: set DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD"
     if command == "mail":
-        return ("check the envelope sender (DIGEST_SMTP_ENVELOPE_FROM, else DIGEST_FROM's address) and that "
-                "DIGEST_SMTP_USERNAME may send from it")
+        return ("check the envelope sender (bounces+...@DIGEST_BOUNCE_DOMAIN when that is set, else "
+                "DIGEST_SMTP_ENVELOPE_FROM, else DIGEST_FROM's address) and that DIGEST_SMTP_USERNAME may send from it")
     if command == "rcpt" and _RELAY_DENIED.search(reply):
         return "it does not relay for us: set DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD, or use your relay"
     return ""
@@ -525,7 +525,8 @@ class Run:
         if message is None:
             return self.finish(recipient, "skipped", "no note this week is on the chosen topics")
         self.limiter.wait()
-        outcome = transport.deliver(self.envelope_from, recipient, message,
+        sender = self.template.return_path(recipient.id) or self.envelope_from  # VERP when a bounce domain is set
+        outcome = transport.deliver(sender, recipient, message,
                                     lambda: self.store.begin_send(self.issue, self.channel, recipient.id))
         reply = redact(outcome.reply, recipient.address)
         if outcome.kind == "sent":

@@ -174,7 +174,12 @@ def read_config(path: str | Path | None) -> dict:
         site_url = "https://notes.example.org/"
         service_url = "https://subscribe.example.org/"   # digest serve: unsubscribe and preferences
         # list_id = "weekly.example.org"; unsubscribe_mailto = "unsubscribe@example.org" (only for
-        # a mailbox that acts on "unsubscribe <token>" subjects: List-Unsubscribe adds it beside the URL)
+        # a mailbox `digest bounces` reads: List-Unsubscribe adds it beside the URL)
+        # bounce_domain = "bounces.example.org"   # VERP: envelope sender bounces+<token>@ this domain
+        [imap]                       # `digest bounces`: host, port, security = "tls" | "starttls" | "none",
+                                     # username, password_file, folder ("INBOX"), cafile; password: env only
+        [bounces]
+        soft_bounce_limit = 3        # soft bounces within soft_bounce_days (30) suppress a subscriber
         [smtp]
         host = "smtp.example.org"    # port (587), security = "starttls" | "tls" | "none", username,
                                      # password_file, timeout, envelope_from; password: env only
@@ -198,7 +203,7 @@ def read_config(path: str | Path | None) -> dict:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MailSettingsError(f"cannot read config file {path}: {exc}") from None
-    for table, key in (("smtp", "password"), ("dkim", "key")):
+    for table, key in (("smtp", "password"), ("imap", "password"), ("dkim", "key")):
         if key in data.get(table, {}):
             raise MailSettingsError(f"{path}: [{table}] {key} must not be in a file that may end up in git; "
                                     f"set DIGEST_{table.upper()}_{key.upper()} in the environment instead")
@@ -245,6 +250,7 @@ class MailSettings:
     unsubscribe_mailbox: str = ""
     list_id: str = ""
     list_name: str = "ML 읽기 노트"
+    bounce_domain: str = ""  # VERP: envelope sender bounces+<token>@<this>; "" keeps the plain one
     signer: DkimSigner | None = field(default=None, compare=False)
 
     @property
@@ -289,7 +295,38 @@ def mail_settings(env: dict | None = None, config: dict | None = None) -> MailSe
         service_url=checked_url(setting(env, config, "mail", "service_url", defaults.service_url), "service URL"),
         unsubscribe_mailbox=_address(m, "DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org") if (
             m := setting(env, config, "mail", "unsubscribe_mailto")) else "",
-        list_id=_list_id(setting(env, config, "mail", "list_id", "")), signer=signer)
+        list_id=_list_id(setting(env, config, "mail", "list_id", "")), signer=signer,
+        bounce_domain=_domain(setting(env, config, "mail", "bounce_domain", ""), "DIGEST_BOUNCE_DOMAIN"))
+
+
+def _domain(value: str, what: str) -> str:
+    """A plain DNS name (bounces.example.org), lowercased; '' when unset."""
+    value = (value or "").strip().lower()
+    if value and not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", value):
+        raise MailSettingsError(f"{what} '{header_text(value, 80)}' must be a domain like bounces.example.org")
+    return value
+
+
+# --- VERP: a per-recipient envelope sender ------------------------------------------------------
+
+BOUNCE_LOCAL = "bounces"  # bounces+<token>@DIGEST_BOUNCE_DOMAIN
+_ISSUE = re.compile(r"\d{4}-W\d{2}")
+
+
+def bounce_token(key: bytes, issue: str, subscriber_id: int) -> str:
+    """'<issue>.<id>.<mac>': the subscriber's id and the issue, signed for the purpose 'bounce:<issue>'
+    with the current link-signing key; no address in it. Its characters fit a dot-atom local part."""
+    return f"{issue}.{sign_token(key, f'bounce:{issue}', subscriber_id)}"
+
+
+def read_bounce_token(keyring, token: str) -> tuple[int, str] | None:
+    """(subscriber id, issue) that a bounce token names, or None when forged, tampered or not one.
+    ``keyring``: the store's Keyring (the current and the retired keys still verifying)."""
+    issue, _, signed = token.partition(".")
+    if len(token) > 64 or not _ISSUE.fullmatch(issue):
+        return None
+    found = keyring.verify(f"bounce:{issue}", signed)
+    return (found, issue) if found is not None else None
 
 
 MAILBOX_EXAMPLE = "ML 읽기 노트 <digest@example.org>"
@@ -553,6 +590,14 @@ class MessageTemplate:
         html = {"unsubscribe_url": _attr(unsubscribe), "preferences_url": _attr(preferences),
                 "topics": topics_html, **heading_html}
         return text, html
+
+    def return_path(self, subscriber_id: int) -> str:
+        """The envelope sender (SMTP MAIL FROM) for one subscriber: bounces+<token>@DIGEST_BOUNCE_DOMAIN,
+        so that a bounce names its subscriber and issue; "" when no bounce domain is set."""
+        domain = self.settings.bounce_domain
+        if not domain:
+            return ""
+        return f"{BOUNCE_LOCAL}+{bounce_token(self.link_key or self.secret, self.issue, subscriber_id)}@{domain}"
 
     def message_id(self, subscriber_id: int) -> str:
         """Stable per issue and subscriber, so a resend can be recognised as the same message."""

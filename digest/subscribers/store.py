@@ -334,6 +334,16 @@ class SubscriberStore(abc.ABC):
         """How many addresses are suppressed, by reason (never which)."""
 
     @abc.abstractmethod
+    def apply_bounce(self, message_key: str, outcome: str, subscriber_id: int | None = None,
+                     soft_limit: int = 3, soft_days: float = 30, now: float | None = None) -> str:
+        """Apply one mailbox message once (``message_key``: a hash of its bytes), in one transaction:
+        'bounced' or 'complained' suppress the subscriber at once (no longer confirmed: the send
+        skips them), 'unsubscribed' unsubscribes them, 'soft' records a soft bounce and suppresses
+        ('bounced') at the ``soft_limit``-th within ``soft_days``; any other outcome is only recorded.
+        Returns what changed: 'suppressed', 'unsubscribed', 'counted N', 'already suppressed',
+        'recorded', or 'already applied' for a message applied before."""
+
+    @abc.abstractmethod
     def add_many(self, rows: Iterable[tuple[str, tuple[str, ...], str]], source: str) -> AddOutcome:
         """(address, topics, status) rows, already normalized, in one transaction: how many were created
         and updated, and how many skipped by reason (suppressed addresses, left as they are)."""
@@ -614,6 +624,26 @@ MIGRATIONS += (
 )
 
 
+MIGRATIONS += (
+    # `digest bounces` (digest.mail.bounces): each soft bounce of a subscriber, counted over a window
+    # of days before it suppresses them; and every mailbox message already applied, by a hash of its
+    # bytes, so a run that stops between applying a message and moving it never applies it twice.
+    """
+    CREATE TABLE soft_bounces (
+        subscriber_id {ref} NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,
+        message_key TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        PRIMARY KEY (subscriber_id, message_key)
+    ) {rowid};
+    CREATE TABLE bounce_messages (
+        message_key TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        at BIGINT NOT NULL
+    )
+    """,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AddOutcome:
     """What ``add_many`` did: rows created and updated, and the rows skipped, by reason."""
@@ -786,6 +816,37 @@ class SqlStore(SubscriberStore):
     def suppression_counts(self) -> dict[str, int]:
         found = dict(self._execute("SELECT reason, count(*) FROM suppressions GROUP BY reason").fetchall())
         return {reason: found.get(reason, 0) for reason in SUPPRESSION_REASONS}
+
+    @retried
+    def apply_bounce(self, message_key, outcome, subscriber_id=None, soft_limit=3, soft_days=30, now=None):
+        now = int(time.time() if now is None else now)
+        with self._tx() as execute:
+            if execute("INSERT INTO bounce_messages VALUES (?, ?, ?) ON CONFLICT (message_key) DO NOTHING "
+                       "RETURNING message_key", (message_key, outcome, now)).fetchone() is None:
+                return "already applied"
+            if subscriber_id is None or outcome not in ("bounced", "complained", "unsubscribed", "soft"):
+                return "recorded"
+            self._lock_subscriber(execute, subscriber_id)
+            row = execute("SELECT address, status FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()
+            if row is None:
+                return "recorded"
+            if outcome == "soft":
+                execute("INSERT INTO soft_bounces VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                        (subscriber_id, message_key, now))
+                count = execute("SELECT count(*) FROM soft_bounces WHERE subscriber_id=? AND at > ?",
+                                (subscriber_id, now - int(soft_days * 86400))).fetchone()[0]
+                if count < soft_limit:
+                    return f"counted {count} of {soft_limit}"
+                outcome = "bounced"
+            already = self._suppressed(execute, row[0])
+            if row[1] == "unsubscribed" and already in (outcome, "bounced", "complained"):
+                return "already suppressed"
+            execute("UPDATE subscribers SET status='unsubscribed', changed=? WHERE id=?", (_now(), subscriber_id))
+            execute("UPDATE confirmations SET used_at=? WHERE subscriber_id=? AND used_at IS NULL",
+                    (now, subscriber_id))
+            if already not in ("bounced", "complained") or outcome == "complained":
+                self._suppress(execute, subscriber_id, outcome)  # a complaint outranks the rest
+            return "unsubscribed" if outcome == "unsubscribed" else "suppressed"
 
     # --- keys ---
     def secret(self) -> bytes:
