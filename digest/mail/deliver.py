@@ -3,7 +3,8 @@
     send(...)          claim the issue, settle what a dead run left, queue, send with workers,
                        pause when permanent failures pass the threshold, report
     OutboxTransport    one .eml per recipient in outbox/<week>/mail/ (the embedded default)
-    SmtpTransport      any SMTP relay: implicit TLS or STARTTLS, login; one connection per worker
+    SmtpTransport      any SMTP relay: implicit TLS or STARTTLS, login; one connection per worker,
+                       reconnected with exponential backoff and jitter for ``reconnect_for`` seconds
     SmtpSettings, SendSettings   environment or config file, never git
     status_lines(...)  what was sent to whom, per state; addresses only when asked
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import random
 import re
 import smtplib
 import socket
@@ -50,6 +52,7 @@ class SmtpSettings:
     password: str = field(default="", repr=False)
     timeout: float = 30.0
     envelope_from: str = ""  # bounce address; default: the From address
+    reconnect_for: float = 60.0  # seconds one connection keeps reconnecting (backoff, jitter) before pausing
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,9 @@ def smtp_settings(env: dict, config: dict) -> SmtpSettings:
                                 "set DIGEST_SMTP_USERNAME (or [smtp] username in the config file)")
     return SmtpSettings(host=host, port=port, security=security, username=username, password=password,
                         timeout=_number(setting(env, config, "smtp", "timeout", 30), "DIGEST_SMTP_TIMEOUT"),
-                        envelope_from=setting(env, config, "smtp", "envelope_from", ""))
+                        envelope_from=setting(env, config, "smtp", "envelope_from", ""),
+                        reconnect_for=_number(setting(env, config, "smtp", "reconnect_for", 60),
+                                              "DIGEST_SMTP_RECONNECT_FOR"))
 
 
 def send_settings(env: dict, config: dict) -> SendSettings:
@@ -174,19 +179,39 @@ def dot_stuffed(message: bytes) -> bytes:
     return message
 
 
-class SmtpTransport:
-    """One SMTP connection, opened on first use and again after it drops."""
+def _sleep(seconds: float) -> bool:
+    """Wait; True when the run was told to stop meanwhile (the worker replaces this)."""
+    time.sleep(seconds)
+    return False
 
-    MAX_CONNECT_FAILURES = 5
+
+class SmtpTransport:
+    """One SMTP connection, opened on first use and again after it drops.
+
+    A relay that cannot be reached (refused, reset, timed out: a restart, a blip) is tried again
+    with exponential backoff and jitter (``BACKOFF_FIRST`` doubling up to ``BACKOFF_MAX``, each
+    wait drawn from its upper half) for ``SmtpSettings.reconnect_for`` seconds from the first
+    failure, before DeliveryError pauses the send. The failures count per connection, not per
+    recipient: nobody's retries are spent while the relay is away, nobody is marked anything.
+    """
+
+    BACKOFF_FIRST = 0.2
+    BACKOFF_MAX = 8.0
 
     def __init__(self, settings: SmtpSettings):
         self.settings = settings
         self.smtp: smtplib.SMTP | None = None
-        self.connect_failures = 0
+        self.connect_failures = 0  # in a row, of this connection (0 once it is open)
+        self.reconnects = 0  # connections opened again after a failure, over the transport's life
+        self.sleep: Callable[[float], bool] = _sleep  # the run's: returns True when it is stopping
+        self.rng = random.Random()
 
     def _connection(self) -> smtplib.SMTP:
         """The open connection, or a new one; DeliveryError when the server stays unreachable."""
-        if self.smtp is None:
+        if self.smtp is not None:
+            return self.smtp
+        began = time.monotonic()
+        while True:
             try:
                 self.smtp = self._connect()
             except OSError as exc:
@@ -197,13 +222,22 @@ class SmtpTransport:
                         "DIGEST_SMTP_SECURITY=tls expects: set DIGEST_SMTP_SECURITY=starttls for this port "
                         "(usually 587), or DIGEST_SMTP_PORT to its implicit-TLS port (usually 465)") from None
                 self.connect_failures += 1
-                if self.connect_failures >= self.MAX_CONNECT_FAILURES:
-                    raise DeliveryError(f"cannot reach the SMTP server at {self.settings.host}:{self.settings.port} "
-                                        f"({type(exc).__name__}: {exc}) after {self.connect_failures} tries; "
-                                        "nothing is lost: rerun the same command later") from None
-                raise
+                left = self.settings.reconnect_for - (time.monotonic() - began)
+                if left <= 0:
+                    s = self.settings
+                    raise DeliveryError(
+                        f"cannot reach the SMTP server at {s.host}:{s.port} ({type(exc).__name__}: {exc}) after "
+                        f"{self.connect_failures} tries over {time.monotonic() - began:.1f} s "
+                        f"(DIGEST_SMTP_RECONNECT_FOR={s.reconnect_for:g}); sending paused, nothing is lost: "
+                        "rerun the same command later") from None
+                ceiling = min(self.BACKOFF_MAX, self.BACKOFF_FIRST * 2 ** (self.connect_failures - 1))
+                if self.sleep(min(left, self.rng.uniform(ceiling / 2, ceiling))):
+                    raise ConnectionError("stopped while reconnecting") from None
+                continue
+            if self.connect_failures:
+                self.reconnects += 1
             self.connect_failures = 0
-        return self.smtp
+            return self.smtp
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -390,6 +424,12 @@ class Dispatcher:
             self.halted, self.why = True, self.why or why
             self.cv.notify_all()
 
+    def sleep(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True (at once) when the run is stopping."""
+        with self.cv:
+            self.cv.wait_for(lambda: self.halted, timeout=seconds)
+            return self.halted
+
     def left_waiting(self) -> list[_Retry]:
         with self.cv:
             return list(self.retries)
@@ -487,6 +527,7 @@ class Run:
         server, so composing and signing overlap the round trips instead of adding to them.
         """
         transport = self.transport_factory()
+        transport.sleep = self.dispatcher.sleep  # a reconnect's wait ends when the run stops
         ahead: deque = deque()
         clean = False
         try:
