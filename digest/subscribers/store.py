@@ -493,6 +493,10 @@ class SubscriberStore(abc.ABC):
         """Remember a provider notification's id for ``keep`` seconds; False when already taken (a replay)."""
 
     @abc.abstractmethod
+    def release_webhook_message(self, message_id: str) -> None:
+        """Forget a notification taken but not processed (the store failed), so its retry is taken."""
+
+    @abc.abstractmethod
     def pending(self, issue: str, channel: str, after: int, limit: int) -> list[Subscriber]:
         """Pending rows of confirmed subscribers with id > after, by id."""
 
@@ -1266,6 +1270,10 @@ class SqlStore(SubscriberStore):
                 execute("DELETE FROM webhook_messages WHERE received < ?", (now - int(keep),))
             return execute("INSERT INTO webhook_messages VALUES (?, ?) ON CONFLICT DO NOTHING",
                            (message_id[:200], now)).rowcount == 1
+
+    @retried
+    def release_webhook_message(self, message_id):
+        self._execute("DELETE FROM webhook_messages WHERE message_id=?", (message_id[:200],))
 
     def pending(self, issue, channel, after, limit):
         rows = self._execute(
