@@ -10,6 +10,10 @@ same port a second later.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -96,7 +100,7 @@ def test_a_relay_restart_mid_send_reaches_every_reader_exactly_once(store, conte
     timing: dict = {}
     restarter = threading.Thread(target=restart_when_held, args=(handler, first, port, 1.0, timing))
     restarter.start()
-    smtp = SmtpSettings("127.0.0.1", port, security="none", timeout=5, reconnect_for=20)
+    smtp = SmtpSettings("127.0.0.1", port, security="none", timeout=5)  # reconnect_for: its default, 60 s
     transports: list[SmtpTransport] = []
 
     def factory():
@@ -176,3 +180,49 @@ def test_a_stopping_run_ends_the_reconnect_wait_at_once():
     with pytest.raises(ConnectionError):
         transport._connection()
     assert time.monotonic() - began < 1
+
+
+def start_sender(store, content, port: int, **extra) -> subprocess.Popen:
+    env = {**os.environ, **mail_env(DIGEST_STORE=str(store.path), DIGEST_SMTP_HOST="127.0.0.1",
+                                    DIGEST_SMTP_PORT=str(port), DIGEST_SMTP_SECURITY="none",
+                                    DIGEST_SEND_PROGRESS_EVERY="0", **extra)}
+    return subprocess.Popen([sys.executable, "-m", "digest", "send", "--week", WEEK, "--to", "smtp", "--content",
+                             str(content)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_digest_send_rides_out_a_one_second_relay_restart(store, content):
+    for i in range(len(READERS), 25):
+        store.add(f"reader{i:02d}@example.org")
+    handler, port = HoldsTheFifthMail(), free_port()
+    first = controller_for(handler, port)
+    timing: dict = {}
+    restarter = threading.Thread(target=restart_when_held, args=(handler, first, port, 1.0, timing))
+    restarter.start()
+    began = time.monotonic()
+    sender = start_sender(store, content, port)
+    try:
+        out, err = sender.communicate(timeout=120)
+    finally:
+        restarter.join(30)
+        if "controller" in timing:
+            timing["controller"].stop()
+    took = time.monotonic() - began
+    assert sender.returncode == 0, err.decode()[-2000:]
+    assert "sent 25" in out.decode()
+    received = sorted(m.rcpt_tos[0] for m in handler.messages)
+    assert received == sorted(d.address for d in store.deliveries(WEEK, "smtp")) and len(set(received)) == 25
+    print(f"digest send: relay down {timing['started'] - timing['stopped']:.2f} s; 25 readers in {took:.2f} s, "
+          "exit 0, each exactly once")
+
+
+def test_sigterm_while_waiting_for_the_relay_stops_at_once_and_loses_nobody(store, content):
+    sender = start_sender(store, content, free_port(), DIGEST_SMTP_RECONNECT_FOR="60")
+    time.sleep(1.5)  # start-up, then reconnecting
+    assert sender.poll() is None
+    stopped = time.monotonic()
+    sender.send_signal(signal.SIGTERM)
+    _, err = sender.communicate(timeout=30)
+    assert sender.returncode == 130, err.decode()
+    assert time.monotonic() - stopped < 3  # not the 60 s of DIGEST_SMTP_RECONNECT_FOR
+    counts = store.counts(WEEK, "smtp")
+    assert counts["pending"] == len(READERS) and counts["sent"] == counts["sending"] == 0
