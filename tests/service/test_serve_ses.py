@@ -260,3 +260,36 @@ def test_without_topics_there_is_no_webhook(tmp_path):
                      mail_settings(mail_env(), {}), {})
     assert post(app, b"{}").status_code == 404
     store.close()
+
+
+def test_digest_serve_takes_ses_feedback_with_certificates_from_local_files(tmp_path, keys):
+    from servekit import start_server
+
+    store_path = tmp_path / "var" / "subscribers.sqlite3"
+    store = open_store(store_path)
+    reader = store.add("reader@example.org")[0]
+    store.queue(WEEK, "smtp")
+    store.db.execute("UPDATE deliveries SET state='sent'")
+    pem = tmp_path / "sns.pem"
+    pem.write_bytes(certificate(keys["sns"]))
+    mapping = tmp_path / "sns-certs.json"
+    mapping.write_text(json.dumps({CERT_URL: str(pem)}), encoding="utf-8")
+    server = start_server(tmp_path, write_content(tmp_path), str(store_path), DIGEST_SERVE_SES_TOPICS=TOPIC,
+                          DIGEST_SERVE_SNS_CERT_FILES=str(mapping))
+    try:
+        with server.client() as client:
+            confirm = sns("SubscriptionConfirmation", "...", keys["sns"], Token="t",
+                          SubscribeURL="https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=t")
+            assert client.post("webhooks/ses", content=json.dumps(confirm)).status_code == 200
+            body = json.dumps(sns("Notification", complaint(reader.address), keys["sns"], "2"))
+            answer = client.post("webhooks/ses", content=body, headers={"content-type": "text/plain; charset=UTF-8"})
+            assert answer.status_code == 200 and answer.text == "ok: 1\n"
+            assert client.post("webhooks/ses", content=body).status_code == 409
+            other = sns("Notification", complaint(reader.address), keys["other"])
+            assert client.post("webhooks/ses", content=json.dumps(other)).status_code == 403
+    finally:
+        server.stop()
+    assert store.suppression(reader.address) == "complained" and store.issue_rates(WEEK, "smtp").complained == 1
+    log = server.log_text()
+    assert "reader@example.org" not in log and "open https://sns.us-east-1.amazonaws.com/" in log
+    store.close()
