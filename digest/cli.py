@@ -201,15 +201,17 @@ def cmd_send(args) -> int:
 def _send(args, env, config, store) -> int:
     from digest.mail.compose import compose as compose_issue
     from digest.mail.compose import finished_week, render, weeks_with_notes
-    from digest.mail.deliver import OutboxTransport, SmtpTransport, send, send_settings, smtp_settings, status_lines
+    from digest.mail.deliver import OutboxTransport, SmtpTransport, send, send_settings, smtp_settings, status_report
     from digest.mail.message import mail_settings
     from digest.pipeline.check import load_content
 
     content, _ = load_content(args.content)
     week = _week(args, finished_week)
-    if args.status:
-        print("\n".join(status_lines(store, week.name, args.to, addresses=args.addresses)))
-        return 0
+    if args.status:  # every channel the week went out on, unless --to names one
+        lines, code = status_report(store, week.name, args.to, addresses=args.addresses)
+        print("\n".join(lines))
+        return code
+    channel = args.to or "outbox"
     if args.skip_empty and week not in weeks_with_notes(content):
         print(f"no notes are dated in {week.name} ({week.label}): no issue, nothing sent")
         return 0
@@ -218,7 +220,7 @@ def _send(args, env, config, store) -> int:
                           if_empty="pick one of those, or pass --skip-empty to send nothing and exit 0")
     template = render(issue, content, settings, store.secret(), link_key=store.keyring().current)
     envelope_from = settings.sender
-    if args.to == "smtp":
+    if channel == "smtp":
         settings.refuse_placeholders()
         smtp = smtp_settings(env, config)
         envelope_from = smtp.envelope_from or settings.sender
@@ -228,8 +230,9 @@ def _send(args, env, config, store) -> int:
         factory = lambda: OutboxTransport(folder, secret)  # noqa: E731
     signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job: finish the message in flight, then stop
     try:
-        counts = send(store, template, args.to, factory, send_settings(env, config), envelope_from,
-                      resend_ambiguous=args.resend_ambiguous, ignore_bounces=args.ignore_bounces)
+        counts = send(store, template, channel, factory, send_settings(env, config), envelope_from,
+                      resend_ambiguous=args.resend_ambiguous or False, ignore_bounces=args.ignore_bounces,
+                      ignore_complaints=args.ignore_complaints)
     except KeyboardInterrupt:  # send() finished and recorded the messages in flight before stopping
         print("digest send: interrupted; nothing is lost: the ledger records who was sent, and the same "
               "command, run again, sends to everyone not yet sent and to nobody twice", file=sys.stderr)
@@ -237,7 +240,8 @@ def _send(args, env, config, store) -> int:
     print(" · ".join(f"{state} {n}" for state, n in counts.items() if n) or "no confirmed subscribers")
     if counts["ambiguous"]:
         print(f"{counts['ambiguous']} ambiguous: maybe delivered when a sender stopped; not resent. "
-              f"See `digest send --status --week {week.name} --to {args.to}`; --resend-ambiguous sends them again")
+              f"See `digest send --status --week {week.name} --to {channel}`: it says which were never accepted "
+              "(--resend-ambiguous before-end) and which may have been (after-end)")
     return 75 if counts["pending"] else 0
 
 
@@ -560,16 +564,30 @@ def build_parser() -> argparse.ArgumentParser:
                                    "in the delivery ledger: rerunning after a crash sends to nobody twice and "
                                    "skips nobody. --to outbox (default) writes one .eml per recipient into "
                                    "outbox/<week>/mail/; --to smtp sends through DIGEST_SMTP_* settings. Exit 75 "
-                                   "when recipients remain (temporary failures, pause): run it again later.")
+                                   "when recipients remain (temporary failures, pause): run it again later. Exit 5: "
+                                   "not started, the previous issue's complaint rate is at or over 0.3%. "
+                                   "--status: exit 4 while ambiguous recipients remain.")
     p.add_argument("--week", metavar="YYYY-Www",
                    help="e.g. 2016-W28 (default: last week, the latest whose Sunday is over in Seoul)")
-    p.add_argument("--to", choices=("outbox", "smtp"), default="outbox")
-    p.add_argument("--status", action="store_true", help="report what was sent, per state; send nothing")
+    p.add_argument("--to", choices=("outbox", "smtp"), default=None,
+                   help="where to send (default: outbox); with --status, only this channel (default: every "
+                        "channel the week was sent on)")
+    p.add_argument("--status", action="store_true",
+                   help="report what was sent, per channel and state, and the issue's bounces, complaints and "
+                        "unsubscribes; send nothing; exit 4 while ambiguous recipients remain")
     p.add_argument("--addresses", action="store_true", help="with --status: also list each recipient's address")
-    p.add_argument("--resend-ambiguous", action="store_true",
-                   help="send again to recipients whose message may or may not have been accepted")
+    p.add_argument("--resend-ambiguous", nargs="?", const="all", choices=("all", "before-end", "after-end"),
+                   metavar="WHICH",
+                   help="send again to ambiguous recipients: before-end, those whose sender stopped before the "
+                        "message's final '.' was written (never accepted: no duplicate); after-end, those "
+                        "stopped after it, before the reply (maybe accepted: each may get a second copy); "
+                        "all (the default) both")
     p.add_argument("--ignore-bounces", action="store_true",
                    help="continue past the pause for too many permanent failures")
+    p.add_argument("--ignore-complaints", action="store_true",
+                   help="start the issue although the previous one's complaint rate is at or over 0.3%%: "
+                        "dangerous, at that rate Gmail, Yahoo and Outlook block or spam-folder the sending "
+                        "domain for every reader, and its reputation takes weeks to recover")
     p.add_argument("--skip-empty", action="store_true",
                    help="a week without notes is not an error: send nothing and exit 0 (for schedules)")
     p.add_argument("--store", metavar="PATH", help="subscriber store (default: $DIGEST_STORE or "

@@ -17,6 +17,8 @@
     │   └── SendInProgress      another sender holds the claim on an issue and channel
     ├── DeliveryError           sending cannot go on now (server unreachable, login refused)
     │   └── SendPaused          permanent failures passed the configured share
+    ├── ComplaintRateTooHigh    `digest send` will not start an issue: the previous one's complaint
+    │                           rate is at or over 0.3 % (exit 5; --ignore-complaints overrides)
     ├── ServeError              `digest serve` cannot start: a setting, the secret file, the port
     └── RequestRefused          `digest serve` refuses one request (4xx/5xx): carries the status
                                 and the Korean message the reader sees
@@ -110,6 +112,12 @@ class DeliveryError(DigestError):
 
 class SendPaused(DeliveryError):
     """Raised when permanent failures pass the configured share of the first recipients."""
+
+
+class ComplaintRateTooHigh(DigestError):
+    """Raised before a new issue is sent when the previous issue's complaint rate is at or over the limit."""
+
+    exit_code = 5  # not 75: running it again later changes nothing until the operator decides
 
 
 class ServeError(DigestError):

@@ -59,6 +59,7 @@ class Verdict:
     subscriber_id: int | None = None
     how: str = ""  # how the subscriber was found: verp, unsubscribe-token, recipient
     detail: str = ""  # a status code, a feedback type, what was wrong; never an address
+    issue: str | None = None  # the issue the VERP token names (its rates count the message)
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,7 @@ class Classifier:
                   if self.ours is None or m[2].lower() == self.ours]
         for token in tokens:
             if found := read_bounce_token(self.keyring, token):
-                return Verdict(kind, found[0], "verp", detail)
+                return Verdict(kind, found[0], "verp", detail, issue=found[1])
         if tokens:
             return Verdict("forged", detail=f"{kind}: bounce token does not verify")
         if original is not None:
@@ -525,7 +526,8 @@ def process(store: SubscriberStore, source, mail: MailSettings, settings: Bounce
         verdict = classifier.classify(raw)
         key = hashlib.sha256(raw).hexdigest()
         applied = APPLIED.get(verdict.kind, verdict.kind)
-        result = store.apply_bounce(key, applied, verdict.subscriber_id, settings.soft_limit, settings.soft_days)
+        result = store.apply_bounce(key, applied, verdict.subscriber_id, settings.soft_limit, settings.soft_days,
+                                    issue=verdict.issue)
         source.done(item)
         counts[verdict.kind] += 1
         counts[result] += 1

@@ -3,7 +3,8 @@
     send(...)          claim the issue, settle what a dead run left, queue, send with workers,
                        pause when permanent failures pass the threshold, report
     OutboxTransport    one .eml per recipient in outbox/<week>/mail/ (the embedded default)
-    SmtpTransport      any SMTP relay: implicit TLS or STARTTLS, login; one connection per worker
+    SmtpTransport      any SMTP relay: implicit TLS or STARTTLS, login; one connection per worker,
+                       reconnected with exponential backoff and jitter for ``reconnect_for`` seconds
     SmtpSettings, SendSettings   environment or config file, never git
     status_lines(...)  what was sent to whom, per state; addresses only when asked
 
@@ -12,6 +13,16 @@ message's content and before its final '.', the only moment after which the serv
 accepted it; a run that dies then leaves the row 'sending', which the next run reports as
 ambiguous and does not resend (``--resend-ambiguous`` does). Everything before that point is
 retried, so nobody is skipped; nothing after it is retried, so nobody gets two copies.
+
+An ambiguous recipient's reason says when the sender stopped: before the final '.' was written
+(the server cannot have accepted the message: resending duplicates nobody) or after it, before
+the reply (it may have: resending may send a second copy); ``--resend-ambiguous before-end`` or
+``after-end`` takes one kind. The '.' being written is recorded in the row (still 'sending')
+between writing it and reading the reply, so a killed run's rows say it too.
+
+Before a new issue starts on a channel, the previous issue's complaint rate is checked: at or
+over ``COMPLAINT_STOP`` (0.3 %, the bulk-sender limit of Gmail and Yahoo) the send is refused
+(``ignore_complaints`` overrides), at ``COMPLAINT_WARN`` (0.1 %, Gmail's advice) it warns.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import random
 import re
 import smtplib
 import socket
@@ -32,12 +44,26 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digest.errors import AddressInvalid, DeliveryError, MailSettingsError, SendPaused
+from digest.errors import AddressInvalid, ComplaintRateTooHigh, DeliveryError, MailSettingsError, SendPaused
 from digest.files import beside
 from digest.mail.message import MessageTemplate, setting
-from digest.subscribers.store import Subscriber, SubscriberStore, keyed_hash
+from digest.subscribers.store import (
+    AMBIGUOUS_AFTER,
+    AMBIGUOUS_BEFORE,
+    DOT_WRITTEN,
+    IssueRates,
+    Subscriber,
+    SubscriberStore,
+    keyed_hash,
+)
 
-AMBIGUOUS_REASON = "the sender stopped after the end of the message, before the server's reply"
+# a stopped run's rows left 'sending', as the next run settles them (by whether the '.' was recorded written)
+STOPPED_BEFORE_END = (f"{AMBIGUOUS_BEFORE}: the sender stopped before it recorded the '.' as written; the server "
+                      "almost surely did not accept the message")
+STOPPED_AFTER_END = (f"{AMBIGUOUS_AFTER}: the sender stopped after writing it, before the server's reply; the "
+                     "server may have accepted the message")
+COMPLAINT_STOP = 0.003  # at or over this share of the previous issue's messages: refuse to start the next
+COMPLAINT_WARN = 0.001
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
 
 
@@ -50,6 +76,7 @@ class SmtpSettings:
     password: str = field(default="", repr=False)
     timeout: float = 30.0
     envelope_from: str = ""  # bounce address; default: the From address
+    reconnect_for: float = 60.0  # seconds one connection keeps reconnecting (backoff, jitter) before pausing
 
 
 @dataclass(frozen=True)
@@ -97,7 +124,9 @@ def smtp_settings(env: dict, config: dict) -> SmtpSettings:
                                 "set DIGEST_SMTP_USERNAME (or [smtp] username in the config file)")
     return SmtpSettings(host=host, port=port, security=security, username=username, password=password,
                         timeout=_number(setting(env, config, "smtp", "timeout", 30), "DIGEST_SMTP_TIMEOUT"),
-                        envelope_from=setting(env, config, "smtp", "envelope_from", ""))
+                        envelope_from=setting(env, config, "smtp", "envelope_from", ""),
+                        reconnect_for=_number(setting(env, config, "smtp", "reconnect_for", 60),
+                                              "DIGEST_SMTP_RECONNECT_FOR"))
 
 
 def send_settings(env: dict, config: dict) -> SendSettings:
@@ -174,19 +203,39 @@ def dot_stuffed(message: bytes) -> bytes:
     return message
 
 
-class SmtpTransport:
-    """One SMTP connection, opened on first use and again after it drops."""
+def _sleep(seconds: float) -> bool:
+    """Wait; True when the run was told to stop meanwhile (the worker replaces this)."""
+    time.sleep(seconds)
+    return False
 
-    MAX_CONNECT_FAILURES = 5
+
+class SmtpTransport:
+    """One SMTP connection, opened on first use and again after it drops.
+
+    A relay that cannot be reached (refused, reset, timed out: a restart, a blip) is tried again
+    with exponential backoff and jitter (``BACKOFF_FIRST`` doubling up to ``BACKOFF_MAX``, each
+    wait drawn from its upper half) for ``SmtpSettings.reconnect_for`` seconds from the first
+    failure, before DeliveryError pauses the send. The failures count per connection, not per
+    recipient: nobody's retries are spent while the relay is away, nobody is marked anything.
+    """
+
+    BACKOFF_FIRST = 0.2
+    BACKOFF_MAX = 8.0
 
     def __init__(self, settings: SmtpSettings):
         self.settings = settings
         self.smtp: smtplib.SMTP | None = None
-        self.connect_failures = 0
+        self.connect_failures = 0  # in a row, of this connection (0 once it is open)
+        self.reconnects = 0  # connections opened again after a failure, over the transport's life
+        self.sleep: Callable[[float], bool] = _sleep  # the run's: returns True when it is stopping
+        self.rng = random.Random()
 
     def _connection(self) -> smtplib.SMTP:
         """The open connection, or a new one; DeliveryError when the server stays unreachable."""
-        if self.smtp is None:
+        if self.smtp is not None:
+            return self.smtp
+        began = time.monotonic()
+        while True:
             try:
                 self.smtp = self._connect()
             except OSError as exc:
@@ -197,13 +246,22 @@ class SmtpTransport:
                         "DIGEST_SMTP_SECURITY=tls expects: set DIGEST_SMTP_SECURITY=starttls for this port "
                         "(usually 587), or DIGEST_SMTP_PORT to its implicit-TLS port (usually 465)") from None
                 self.connect_failures += 1
-                if self.connect_failures >= self.MAX_CONNECT_FAILURES:
-                    raise DeliveryError(f"cannot reach the SMTP server at {self.settings.host}:{self.settings.port} "
-                                        f"({type(exc).__name__}: {exc}) after {self.connect_failures} tries; "
-                                        "nothing is lost: rerun the same command later") from None
-                raise
+                left = self.settings.reconnect_for - (time.monotonic() - began)
+                if left <= 0:
+                    s = self.settings
+                    raise DeliveryError(
+                        f"cannot reach the SMTP server at {s.host}:{s.port} ({type(exc).__name__}: {exc}) after "
+                        f"{self.connect_failures} tries over {time.monotonic() - began:.1f} s "
+                        f"(DIGEST_SMTP_RECONNECT_FOR={s.reconnect_for:g}); sending paused, nothing is lost: "
+                        "rerun the same command later") from None
+                ceiling = min(self.BACKOFF_MAX, self.BACKOFF_FIRST * 2 ** (self.connect_failures - 1))
+                if self.sleep(min(left, self.rng.uniform(ceiling / 2, ceiling))):
+                    raise ConnectionError("stopped while reconnecting") from None
+                continue
+            if self.connect_failures:
+                self.reconnects += 1
             self.connect_failures = 0
-        return self.smtp
+            return self.smtp
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -252,8 +310,11 @@ class SmtpTransport:
     def resolve(self, subscriber_id: int) -> str | None:
         return None  # an SMTP server cannot be asked whether it accepted a message
 
-    def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool]) -> Outcome:
-        committed = False
+    def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool],
+                ended: Callable[[], object] | None = None) -> Outcome:
+        """Send one message; ``commit`` just before its final '.' (False: withdraw it), ``ended`` just
+        after the '.' was written, before the reply is read."""
+        committed = written = False
         try:
             smtp = self._connection()
             for command, argument, accepted in (("mail", sender, (250,)), ("rcpt", recipient.address, (250, 251))):
@@ -269,11 +330,23 @@ class SmtpTransport:
                 return Outcome("withdrawn", "no longer subscribed")
             committed = True
             smtp.send(b".\r\n")
+            written = True
+            if ended is not None:
+                try:
+                    ended()
+                except Exception:  # noqa: BLE001 - the store failed: the reply still decides, recorded after
+                    pass
             code, text = smtp.getreply()
         except OSError as exc:  # smtplib's errors, resets, timeouts, TLS failures
             self.drop()
-            reason = f"connection lost: {type(exc).__name__} {exc}".strip()
-            return Outcome("ambiguous" if committed else "lost", reason)
+            broke = f"{type(exc).__name__} {exc}".strip()
+            if written:
+                return Outcome("ambiguous", f"{AMBIGUOUS_AFTER}: the connection broke before the server's reply "
+                                            f"({broke}); the server may have accepted the message")
+            if committed:
+                return Outcome("ambiguous", f"{AMBIGUOUS_BEFORE}: the connection broke while it was written "
+                                            f"({broke}); the server cannot have accepted the message")
+            return Outcome("lost", f"connection lost: {broke}")
         if code == 250:
             return Outcome("sent", _reply(code, text))
         return self._refused(code, text)
@@ -311,7 +384,8 @@ class OutboxTransport:
         found = any(self.folder.glob(f"{subscriber_id:08d}-*.eml"))
         return "sent" if found else "pending"
 
-    def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool]) -> Outcome:
+    def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool],
+                ended: Callable[[], object] | None = None) -> Outcome:
         path = self.path(recipient)
         try:
             tmp = beside(path, message, private=True)
@@ -389,6 +463,12 @@ class Dispatcher:
         with self.cv:
             self.halted, self.why = True, self.why or why
             self.cv.notify_all()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True (at once) when the run is stopping."""
+        with self.cv:
+            self.cv.wait_for(lambda: self.halted, timeout=seconds)
+            return self.halted
 
     def left_waiting(self) -> list[_Retry]:
         with self.cv:
@@ -487,6 +567,7 @@ class Run:
         server, so composing and signing overlap the round trips instead of adding to them.
         """
         transport = self.transport_factory()
+        transport.sleep = self.dispatcher.sleep  # a reconnect's wait ends when the run stops
         ahead: deque = deque()
         clean = False
         try:
@@ -526,8 +607,10 @@ class Run:
             return self.finish(recipient, "skipped", "no note this week is on the chosen topics")
         self.limiter.wait()
         sender = self.template.return_path(recipient.id) or self.envelope_from  # VERP when a bounce domain is set
-        outcome = transport.deliver(sender, recipient, message,
-                                    lambda: self.store.begin_send(self.issue, self.channel, recipient.id))
+        outcome = transport.deliver(
+            sender, recipient, message,
+            lambda: self.store.begin_send(self.issue, self.channel, recipient.id),
+            lambda: self.store.finish(self.issue, self.channel, recipient.id, "sending", DOT_WRITTEN))
         reply = redact(outcome.reply, recipient.address)
         if outcome.kind == "sent":
             return self.finish(recipient, "sent", reply)
@@ -563,27 +646,67 @@ def settle(store: SubscriberStore, issue: str, channel: str, transport) -> int:
     stuck = store.deliveries(issue, channel, "sending")
     for row in stuck:
         state = transport.resolve(row.subscriber_id) or "ambiguous"
-        store.finish(issue, channel, row.subscriber_id, state, AMBIGUOUS_REASON if state == "ambiguous" else "")
+        reason = (STOPPED_AFTER_END if row.reply == DOT_WRITTEN else STOPPED_BEFORE_END) if state == "ambiguous" else ""
+        store.finish(issue, channel, row.subscriber_id, state, reason)
     return len(stuck)
 
 
+def complaint_check(store: SubscriberStore, issue: str, channel: str) -> tuple[str, IssueRates | None]:
+    """('stop' | 'warn' | '', the previous issue's rates) for starting ``issue`` on ``channel``."""
+    previous = store.previous_issue(issue, channel)
+    if previous is None:
+        return "", None
+    rates = store.issue_rates(previous, channel)
+    # in integers (per 10,000), not floats: exactly 3 complaints in 1,000 is at the limit
+    for level, limit in (("stop", COMPLAINT_STOP), ("warn", COMPLAINT_WARN)):
+        if rates.sent and rates.complained * 10_000 >= round(limit * 10_000) * rates.sent:
+            return level, rates
+    return "", rates
+
+
+def _started(counts: dict[str, int]) -> bool:
+    return any(counts[state] for state in ("sending", "sent", "failed", "ambiguous"))
+
+
 def send(store: SubscriberStore, template: MessageTemplate, channel: str, transport_factory: Callable[[], object],
-         settings: SendSettings, envelope_from: str, resend_ambiguous: bool = False, ignore_bounces: bool = False,
+         settings: SendSettings, envelope_from: str, resend_ambiguous: bool | str = False,
+         ignore_bounces: bool = False, ignore_complaints: bool = False,
          log: Callable[[str], None] | None = None) -> dict[str, int]:
     """Send ``template``'s issue on ``channel`` to everyone not yet sent; the ledger's counts after.
 
-    Raises SendPaused when permanent failures pass the threshold, DeliveryError when the
-    server refuses the sender; in both cases everything not sent stays pending.
+    ``resend_ambiguous``: True (or 'all') sends every ambiguous recipient again, 'before-end' or
+    'after-end' only those (see the module's docstring). Raises ComplaintRateTooHigh before
+    anything when the issue has not started and the previous one's complaint rate is at or over
+    COMPLAINT_STOP (unless ``ignore_complaints``), SendPaused when permanent failures pass the
+    threshold, DeliveryError when the server refuses the sender; everything not sent stays pending.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     issue, name = template.issue, f"digest send {template.issue} → {channel}"
     secret = store.secret()
     with store.claim(issue, channel):
+        if channel != "outbox" and not _started(store.counts(issue, channel)):  # the outbox reaches nobody
+            level, rates = complaint_check(store, issue, channel)
+            if level:
+                said = (f"{rates.complained} complaint(s) for {rates.sent} message(s) of {rates.issue}, "
+                        f"{rates.complaint_rate:.2%}")
+                if level == "warn" or ignore_complaints:
+                    log(f"{name}: warning: {said}, at or over {COMPLAINT_WARN:.1%} (Gmail asks bulk senders to "
+                        f"stay under it; at {COMPLAINT_STOP:.1%} they block)"
+                        + ("; starting anyway (--ignore-complaints)" if level == "stop" else ""))
+                else:
+                    raise ComplaintRateTooHigh(
+                        f"not starting {issue}: {said}, at or over {COMPLAINT_STOP:.1%}, the rate at which Gmail, "
+                        "Yahoo and Outlook block or spam-folder a bulk sender. Find out why readers complain "
+                        "(an unclear sign-up, too many mails, a missing unsubscribe link), then send with "
+                        "--ignore-complaints; nothing was sent")
         probe = transport_factory()
         if settled := settle(store, issue, channel, probe):
             log(f"{name}: settled {settled} message(s) a stopped run left in flight")
-        if resend_ambiguous and (again := store.resend_ambiguous(issue, channel)):
-            log(f"{name}: {again} ambiguous recipient(s) will be sent again (--resend-ambiguous)")
+        if resend_ambiguous:
+            when = None if resend_ambiguous in (True, "all") else resend_ambiguous
+            if again := store.resend_ambiguous(issue, channel, when):
+                which = "" if when is None else f" ({when})"
+                log(f"{name}: {again} ambiguous recipient(s){which} will be sent again (--resend-ambiguous)")
         store.queue(issue, channel)
         start = store.counts(issue, channel)
         run = Run(store, template, issue, channel, settings, transport_factory, envelope_from, secret, log)
@@ -631,14 +754,67 @@ STATE_NOTES = {
 }
 
 
+AMBIGUOUS_EXIT = 4  # `digest send --status` while ambiguous recipients remain on a channel shown
+
+AMBIGUOUS_KINDS = (
+    ("before-end", AMBIGUOUS_BEFORE, "never accepted: the final '.' was not written (or the sender stopped "
+                                     "within microseconds of it); resending duplicates nobody"),
+    ("after-end", AMBIGUOUS_AFTER, "maybe accepted: the '.' was written, the reply never read; resending may "
+                                   "give each of them a second copy"),
+)
+
+
+def ambiguous_lines(store: SubscriberStore, issue: str, channel: str) -> list[str]:
+    """The ambiguous recipients of one channel by when their sender stopped, each kind's resend and risk."""
+    rows = store.deliveries(issue, channel, "ambiguous")
+    if not rows:
+        return []
+    lines = ["ambiguous, by when the sender stopped:"]
+    known = 0
+    for when, prefix, risk in AMBIGUOUS_KINDS:
+        n = sum(1 for d in rows if d.reply.startswith(prefix))
+        known += n
+        if n:
+            lines.append(f"  {n:>7}   {prefix}: {risk}; `--resend-ambiguous {when}`")
+    if unknown := len(rows) - known:
+        lines.append(f"  {unknown:>7}   not recorded (sent by an older digest): maybe accepted; resending may "
+                     "duplicate; `--resend-ambiguous all`")
+    return lines
+
+
+def rates_line(rates: IssueRates) -> str:
+    return (f"feedback: sent {rates.sent} · hard-bounced {rates.hard_bounced} · soft-bounced {rates.soft_bounced} "
+            f"· complained {rates.complained} · unsubscribed {rates.unsubscribed} · complaint rate "
+            f"{rates.complaint_rate:.2%} (send refuses the next issue at {COMPLAINT_STOP:.1%}, warns at "
+            f"{COMPLAINT_WARN:.1%})")
+
+
+def status_report(store: SubscriberStore, issue: str, channel: str | None = None,
+                  addresses: bool = False) -> tuple[list[str], int]:
+    """The lines of `digest send --status` and its exit code: every channel the issue was sent on
+    (or only ``channel``); AMBIGUOUS_EXIT while any shown has ambiguous recipients, else 0."""
+    channels = [channel] if channel else (store.channels(issue) or ["outbox"])
+    lines: list[str] = []
+    ambiguous = 0
+    for name in channels:
+        lines += status_lines(store, issue, name, addresses)
+        ambiguous += store.counts(issue, name)["ambiguous"]
+    if ambiguous:
+        lines.append(f"{ambiguous} ambiguous recipient(s) remain: decide with --resend-ambiguous before-end|after-end|"
+                     f"all (exit {AMBIGUOUS_EXIT} until none remain)")
+    return lines, AMBIGUOUS_EXIT if ambiguous else 0
+
+
 def status_lines(store: SubscriberStore, issue: str, channel: str, addresses: bool = False) -> list[str]:
     counts = store.counts(issue, channel)
     lines = [f"{issue} → {channel}: {sum(counts.values())} recipient(s)"]
     lines += [f"  {state:<10} {n:>7}   {STATE_NOTES.get(state, '')}".rstrip() for state, n in counts.items()]
+    lines += ambiguous_lines(store, issue, channel)
     failed = store.deliveries(issue, channel, "failed")
     if failed:
         lines.append("failures by reply:")
         lines += [f"  {n:>7}   {reply}" for reply, n in Counter(d.reply for d in failed).most_common(10)]
+    lines.append(rates_line(store.issue_rates(issue, channel)))
     if addresses:
         lines.append("recipients (state, attempts, updated, address, reply):")
         lines += [f"  {d.state:<10} {d.attempts:>2}  {d.updated}  {d.address}  {d.reply}".rstrip()

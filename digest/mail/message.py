@@ -601,8 +601,7 @@ class MessageTemplate:
 
     def message_id(self, subscriber_id: int) -> str:
         """Stable per issue and subscriber, so a resend can be recognised as the same message."""
-        mac = hmac.new(self.secret, f"mid:{self.issue}:{subscriber_id}".encode(), hashlib.sha256).hexdigest()
-        return f"<{self.issue}.{mac[:20]}@{self.settings.domain}>"
+        return f"<{self.issue}.{_message_id_mac(self.secret, self.issue, subscriber_id)}@{self.settings.domain}>"
 
     def headers(self, recipient: Subscriber, selected: tuple[int, ...], to: str | None = None):
         if not _SAFE_ADDRESS.fullmatch(recipient.address):  # the store normalizes; this is the last guard
@@ -641,6 +640,19 @@ class MessageTemplate:
 
 
 _SAFE_ADDRESS = re.compile(r"[!#-'*+\-/-9=?A-Z^-~.]{1,64}@[A-Za-z0-9.-]{1,253}")
+
+
+def _message_id_mac(secret: bytes, issue: str, subscriber_id: int) -> str:
+    return hmac.new(secret, f"mid:{issue}:{subscriber_id}".encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def issue_of_message_id(secret: bytes, subscriber_id: int, message_id: str) -> str | None:
+    """The issue a Message-ID of ours names, when it is the one we made for ``subscriber_id``
+    (``secret``: the store's log key); None for anyone else's (a bounce quoting it, a forgery)."""
+    found = re.fullmatch(r"<([0-9]{4}-W[0-9]{2})\.([0-9a-f]{20})@[^<>\s]+>", message_id.strip())
+    if found and hmac.compare_digest(found[2], _message_id_mac(secret, found[1], subscriber_id)):
+        return found[1]
+    return None
 
 
 def _attr(url: str) -> bytes:

@@ -14,6 +14,10 @@ Routes (relative to the base URL; the digest's emails link to the last three):
     POST unsubscribe/<token>       the button, or RFC 8058 one-click (``List-Unsubscribe=One-Click``)
     GET  preferences/<token>       topics                 POST preferences/<token>  save them
     GET  health                    200 when the store answers, else 503
+    POST webhooks/ses              Amazon SES bounce and complaint notifications through SNS (only with
+                                   DIGEST_SERVE_SES_TOPICS): signature, certificate host, topic, age and
+                                   replay checked (digest.service.sns); a hard bounce or a complaint
+                                   suppresses the reader and counts for the issue's rates
 
 Abuse: the answer to a subscribe request is the same bytes whether the address is new, pending
 or subscribed, and the confirmation email goes out after the response (no timing difference),
@@ -43,6 +47,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -55,11 +60,13 @@ from digest.mail.message import (
     DEFAULT_SITE_URL,
     MailSettings,
     checked_url,
+    issue_of_message_id,
     setting,
 )
 from digest.service.confirmations import ConfirmationSender, transport_factory
 from digest.service.limits import SharedBucket, TokenBucket, limiter
 from digest.service.server import client_log, serve
+from digest.service.sns import Certificates, SnsRefused, ses_feedback, sns_url_ok, verify_sns
 from digest.subscribers.store import (
     PURGE_AFTER_DAYS,
     Keyring,
@@ -104,6 +111,10 @@ class ServeSettings:
     allowed_origins: tuple[str, ...] = ()  # besides the service's and the site's own
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is believed (uvicorn's setting)
     key_refresh: float = 30.0  # seconds: how soon a rotated link-signing key reaches this server
+    ses_topics: tuple[str, ...] = ()  # SNS topic ARNs whose SES notifications webhooks/ses takes; none: no route
+    sns_max_age: float = 3600.0  # seconds: an older SNS message is refused (and ids are kept this long)
+    sns_cert_files: str = ""  # JSON file {certificate URL: PEM file}: certificates read, never fetched
+    webhook_max_body: int = 262144  # bytes of an SNS message (SNS's own limit is 256 KiB)
 
     @property
     def base_path(self) -> str:
@@ -193,7 +204,12 @@ def serve_settings(env: Mapping, config: dict, host: str | None = None, port: in
         allowed_origins=tuple(o.rstrip("/") for o in str(get("allowed_origins", "")).split() if o)
         or (LOCAL_PREVIEW_ORIGINS if host in LOOPBACK_HOSTS else ()),
         forwarded_allow_ips=str(get("forwarded_allow_ips", "")),
-        key_refresh=_number(get("key_refresh", d.key_refresh), "DIGEST_SERVE_KEY_REFRESH"))
+        key_refresh=_number(get("key_refresh", d.key_refresh), "DIGEST_SERVE_KEY_REFRESH"),
+        ses_topics=tuple(t for t in re.split(r"[\s,]+", str(get("ses_topics", "") or "")) if t),
+        sns_max_age=_positive(get("sns_max_age", d.sns_max_age), "DIGEST_SERVE_SNS_MAX_AGE"),
+        sns_cert_files=str(get("sns_cert_files", "") or ""),
+        webhook_max_body=_positive(get("webhook_max_body", d.webhook_max_body), "DIGEST_SERVE_WEBHOOK_MAX_BODY",
+                                   int))
 
 
 # A service on this machine also takes the form from a local `mkdocs serve` preview (its default
@@ -297,6 +313,8 @@ class Service:
     site_origins: frozenset[str] = frozenset()
     keys: Keyring | None = None
     keys_read: float = float("-inf")  # time.monotonic() when ``keys`` was read
+    certificates: Certificates | None = None  # SNS signing certificates (webhooks/ses)
+    sns_fetch: object = None  # (url) -> bytes: certificates, and the SubscribeURL a confirmation opens
 
     def url(self, path: str) -> str:
         return self.settings.base_url + path
@@ -602,6 +620,61 @@ async def preferences(request):
     return await _preferences(request, service, subscriber, subscriber_id, "주제를 저장했습니다." if saved else "")
 
 
+async def ses_webhook(request):
+    """An SNS message about SES mail: verified first (nothing in it is believed before), then taken
+    once. 200 when taken (or nothing to do), 4xx when refused: SNS does not retry a 4xx, and a
+    message that failed its checks must not come back; 503 when a certificate cannot be fetched now."""
+    from starlette.responses import PlainTextResponse
+
+    service = _service(request)
+    body = await request.body()
+    settings = service.settings
+    try:
+        message = await in_thread(verify_sns, body, service.certificates, frozenset(settings.ses_topics),
+                                  settings.sns_max_age)
+    except SnsRefused as exc:
+        client_log.info("webhooks/ses refused (%d): %s", exc.status, exc.reason)
+        return PlainTextResponse(f"refused: {exc.reason}\n", exc.status)
+    if not await in_thread(service.store.take_webhook_message, message["MessageId"], 2 * settings.sns_max_age):
+        client_log.info("webhooks/ses refused (409): a replayed message")
+        return PlainTextResponse("refused: already taken\n", 409)
+    if message["Type"] == "SubscriptionConfirmation":
+        url = message["SubscribeURL"]
+        if not sns_url_ok(url, pem=False):
+            return PlainTextResponse("refused: a SubscribeURL that is not SNS's\n", 403)
+        try:
+            await in_thread(service.sns_fetch, url)
+        except Exception as exc:  # noqa: BLE001 - the network: SNS sends the confirmation again
+            log.error("could not confirm the SNS subscription of %s: %s", message["TopicArn"], type(exc).__name__)
+            return PlainTextResponse("could not confirm\n", 503)
+        log.info("confirmed the SNS subscription of %s", message["TopicArn"])
+        return PlainTextResponse("confirmed\n")
+    taken = 0
+    try:
+        for kind, address, message_id in ses_feedback(message) if message["Type"] == "Notification" else ():
+            taken += await in_thread(_take_feedback, service, kind, address, message_id)
+    except StoreError:  # answered 503; SNS sends it again, and recording it twice counts it once
+        await in_thread(service.store.release_webhook_message, message["MessageId"])
+        raise
+    return PlainTextResponse(f"ok: {taken}\n")
+
+
+def _take_feedback(service: Service, kind: str, address: str, message_id: str) -> int:
+    """Record one recipient's bounce or complaint (1), or nothing for an address we do not have (0)."""
+    try:
+        subscriber = service.store.find(address)
+    except AddressInvalid:
+        subscriber = None
+    if subscriber is None:
+        client_log.info("webhooks/ses: a %s for an address not in the store", kind)
+        return 0
+    issue = issue_of_message_id(service.store_secret, subscriber.id, message_id) if message_id else None
+    new = service.store.record_feedback(subscriber.id, issue, kind, "ses")
+    log.info("ses %s for subscriber #%d (%s)%s", kind, subscriber.id, keyed_hash(service.store_secret,
+             subscriber.address), "" if new else ", already recorded")
+    return 1
+
+
 async def health(request):
     from starlette.responses import JSONResponse
 
@@ -672,6 +745,8 @@ class Guard:
         from starlette.requests import ClientDisconnect
 
         self.app, self.max_body, self.too_large = app, settings.max_body, too_large
+        # SNS messages (a bounce quotes the mail's headers) are larger than any form
+        self.larger = {settings.base_path.rstrip("/") + "/webhooks/ses": settings.webhook_max_body}
         self.headers = security_headers(settings)
         self.disconnect = ClientDisconnect
 
@@ -688,30 +763,33 @@ class Guard:
             await send(message)
 
         length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_body:
+        max_body = self.larger.get(scope["path"], self.max_body)
+        if not length.isdigit() or int(length) > max_body:
             return await self.too_large(scope, receive, send_with_headers)
         try:
-            await self.app(scope, self._limited(receive), send_with_headers)
+            await self.app(scope, self._limited(receive, max_body), send_with_headers)
         except self.disconnect:  # nobody is left to answer, and nothing went wrong here
             client_log.info("a client closed its connection before its request body arrived")
 
-    def _limited(self, receive):
+    def _limited(self, receive, max_body: int):
         received = 0
 
         async def limited():
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_body:
+            if received > max_body:
                 raise refuse(413, "too_large")
             return message
         return limited
 
 
-def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None):
+def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None,
+               sns_fetch=None):
     """The ASGI app, with the sender of its confirmation emails running while it is served
     (``smtp``: deliver.SmtpSettings when settings.mail is "smtp"). ``mail.service_url`` is replaced
-    by the service's base URL."""
+    by the service's base URL. ``sns_fetch(url) -> bytes`` gets SNS signing certificates and opens
+    SubscribeURLs (default: ``sns_fetcher(settings)``)."""
     import contextlib
 
     from starlette.applications import Starlette
@@ -732,6 +810,8 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
                       own_origins=frozenset({_origin(settings.base_url)}),
                       site_origins=form_origins(settings, mail),
                       keys=store.keyring(), keys_read=time.monotonic())  # a store without a key fails here
+    service.sns_fetch = sns_fetch or sns_fetcher(settings)
+    service.certificates = Certificates(service.sns_fetch)
     prefix = settings.base_path.rstrip("/")
     routes = [
         Route(prefix + "/", home), Route(prefix + "/subscribe", subscribe_page, methods=["GET"]),
@@ -744,6 +824,8 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
         Route(prefix + "/preferences/{token}", preferences, methods=["POST"]),
         Route(prefix + "/health", health), Route(prefix + "/static/serve.css", stylesheet),
     ]
+    if settings.ses_topics:
+        routes.append(Route(prefix + "/webhooks/ses", ses_webhook, methods=["POST"]))
 
     async def too_large(scope, receive, send):
         html = render(service, "error.html", message=TEXT["too_large"])
@@ -762,6 +844,43 @@ def create_app(settings: ServeSettings, store: SubscriberStore, mail: MailSettin
                     middleware=[Middleware(Guard, settings=settings, too_large=too_large)], lifespan=lifespan)
     app.state.service = service
     return app
+
+
+def sns_fetcher(settings: ServeSettings):
+    """How certificates and SubscribeURLs are fetched: over HTTPS (no redirects, 10 s, 64 KiB), or,
+    with DIGEST_SERVE_SNS_CERT_FILES, certificates read from the files that JSON mapping names (a
+    machine that cannot reach SNS, and the tests); then a SubscribeURL is not opened (logged)."""
+    if settings.sns_cert_files:
+        import json
+
+        try:
+            mapping = json.loads(Path(settings.sns_cert_files).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ServeError(f"cannot read DIGEST_SERVE_SNS_CERT_FILES {settings.sns_cert_files}: {exc}") from None
+        if not isinstance(mapping, dict):
+            raise ServeError("DIGEST_SERVE_SNS_CERT_FILES must be a JSON object {certificate URL: PEM file}")
+
+        def from_files(url: str) -> bytes:
+            if url not in mapping:
+                if url.endswith(".pem"):
+                    raise LookupError("no local file for this certificate URL")
+                log.info("SNS subscription to confirm (no network here): open %s", url)
+                return b""
+            return Path(mapping[url]).read_bytes()
+        return from_files
+
+    def over_https(url: str) -> bytes:
+        import httpx
+
+        with httpx.stream("GET", url, timeout=10, follow_redirects=False) as response:
+            response.raise_for_status()
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > 65536:
+                    raise ValueError("too large")
+        return body
+    return over_https
 
 
 def run(settings: ServeSettings, store: SubscriberStore, mail: MailSettings, tags, smtp=None) -> None:

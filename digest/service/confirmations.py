@@ -16,6 +16,7 @@ blindly, as in the digest's own ledger).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import logging
@@ -178,5 +179,8 @@ class ConfirmationSender:
 def transport_factory(mail_channel: str, outbox: Path, secret: bytes, smtp=None):
     """How a sender reaches the reader: SMTP (``digest serve --mail smtp``) or files in outbox/."""
     if mail_channel == "smtp":
-        return lambda: SmtpTransport(smtp)
+        # no reconnecting here: an unreachable relay makes the email wait for its retry (retry_base),
+        # not the sender thread (and its claim's lease) for DIGEST_SMTP_RECONNECT_FOR
+        once = dataclasses.replace(smtp, reconnect_for=0) if smtp is not None else None
+        return lambda: SmtpTransport(once)
     return lambda: FileTransport(outbox / "confirmations", secret)

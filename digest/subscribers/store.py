@@ -45,7 +45,16 @@ Delivery states, one row per (issue, channel, subscriber):
 
 ``sending`` is written (and committed) just before the final '.' of a message goes out, so a
 crash at any other moment leaves the row ``pending`` and the next run sends it: nobody twice,
-nobody skipped. Addresses never leave this module except as ``Subscriber.address`` for the
+nobody skipped. Once the '.' is written the row's reply becomes ``DOT_WRITTEN`` (still
+``sending``), so an ambiguous row says when its sender stopped: its reply starts with
+``AMBIGUOUS_BEFORE`` (before the final '.': the server cannot have accepted the message) or
+``AMBIGUOUS_AFTER`` (after it, before the reply: it may have); ``resend_ambiguous`` takes either.
+
+Feedback (``record_feedback``): hard and soft bounces, complaints and unsubscribes, each
+attributed to one issue, for the issue's rates (``issue_rates``) and the complaint brake of
+`digest send`; ``webhook_messages`` remembers the provider notifications already taken (replays).
+
+Addresses never leave this module except as ``Subscriber.address`` for the
 message itself; logs and reports use ``keyed_hash``.
 """
 
@@ -80,6 +89,12 @@ DEFAULT_LOCATION = "var/subscribers.sqlite3"
 STATUSES = ("pending", "confirmed", "unsubscribed")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained")
 STATES = ("pending", "sending", "sent", "failed", "ambiguous", "skipped")
+FEEDBACK_KINDS = ("hard_bounce", "soft_bounce", "complaint", "unsubscribe")
+# what an ambiguous row's reply starts with: when its sender stopped (``resend_ambiguous`` picks by it)
+AMBIGUOUS_BEFORE = "before the final '.'"
+AMBIGUOUS_AFTER = "after the final '.'"
+AMBIGUOUS_WHEN = {"before-end": AMBIGUOUS_BEFORE, "after-end": AMBIGUOUS_AFTER}
+DOT_WRITTEN = "the final '.' was written; waiting for the server's reply"
 MAX_ADDRESS = 254
 
 
@@ -335,8 +350,10 @@ class SubscriberStore(abc.ABC):
 
     @abc.abstractmethod
     def apply_bounce(self, message_key: str, outcome: str, subscriber_id: int | None = None,
-                     soft_limit: int = 3, soft_days: float = 30, now: float | None = None) -> str:
-        """Apply one mailbox message once (``message_key``: a hash of its bytes), in one transaction:
+                     soft_limit: int = 3, soft_days: float = 30, now: float | None = None,
+                     issue: str | None = None) -> str:
+        """Apply one mailbox message once (``message_key``: a hash of its bytes), in one transaction,
+        counted for ``issue`` (the VERP token's; None: the latest issue sent to them) in its rates:
         'bounced' or 'complained' suppress the subscriber at once (no longer confirmed: the send
         skips them), 'unsubscribed' unsubscribes them, 'soft' records a soft bounce and suppresses
         ('bounced') at the ``soft_limit``-th within ``soft_days``; any other outcome is only recorded.
@@ -454,7 +471,42 @@ class SubscriberStore(abc.ABC):
         skip the pending rows of those who unsubscribed since."""
 
     @abc.abstractmethod
-    def resend_ambiguous(self, issue: str, channel: str) -> int: ...
+    def resend_ambiguous(self, issue: str, channel: str, when: str | None = None) -> int:
+        """Ambiguous rows back to pending (how many): all, or only 'before-end' / 'after-end' ones
+        (AMBIGUOUS_WHEN: stopped before the final '.' was written, or after it)."""
+
+    @abc.abstractmethod
+    def channels(self, issue: str) -> list[str]:
+        """The channels ``issue`` has ledger rows on (was sent, or began to be), by name."""
+
+    @abc.abstractmethod
+    def previous_issue(self, issue: str, channel: str) -> str | None:
+        """The latest issue before ``issue`` (by name: ISO weeks sort) sent to anyone on ``channel``."""
+
+    # --- feedback ---
+    @abc.abstractmethod
+    def record_feedback(self, subscriber_id: int, issue: str | None, kind: str, source: str = "") -> bool:
+        """Attribute one reader's feedback to ``issue`` (None: the latest issue sent to them on any
+        channel) for its rates; True when new (each kind counts once per reader and issue).
+
+        ``kind`` is one of FEEDBACK_KINDS. 'hard_bounce' and 'complaint' also unsubscribe the reader,
+        void their open confirmation links and suppress the address with reason 'bounced' /
+        'complained' (a complaint overrides an earlier reason; a bounce overrides 'unsubscribed'), all
+        in one transaction, whether or not an issue was found; 'soft_bounce' only counts (what N soft
+        bounces mean is the bounce processor's rule); 'unsubscribe' is recorded by ``unsubscribe``.
+        Callers: the SES webhook of `digest serve`, `digest bounces`."""
+
+    @abc.abstractmethod
+    def issue_rates(self, issue: str, channel: str) -> IssueRates:
+        """What came back from ``issue`` sent on ``channel``: sent, bounces, complaints, unsubscribes."""
+
+    @abc.abstractmethod
+    def take_webhook_message(self, message_id: str, keep: float) -> bool:
+        """Remember a provider notification's id for ``keep`` seconds; False when already taken (a replay)."""
+
+    @abc.abstractmethod
+    def release_webhook_message(self, message_id: str) -> None:
+        """Forget a notification taken but not processed (the store failed), so its retry is taken."""
 
     @abc.abstractmethod
     def pending(self, issue: str, channel: str, after: int, limit: int) -> list[Subscriber]:
@@ -622,6 +674,49 @@ MIGRATIONS += (
     )
     """,
 )
+
+MIGRATIONS += (
+    # Feedback per issue (bounces, complaints, unsubscribes: SubscriberStore.record_feedback), for the
+    # rates `digest send --status` shows and the complaint brake; no foreign key, so an erased reader
+    # still counts in the rates of the issues they had. And the ids of the provider notifications
+    # (SES through SNS) already taken, so a replayed one is refused; kept as long as a notification
+    # is fresh enough to be accepted at all.
+    """
+    CREATE TABLE feedback (
+        issue TEXT NOT NULL,
+        subscriber_id {ref} NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('hard_bounce', 'soft_bounce', 'complaint', 'unsubscribe')),
+        source TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL,
+        PRIMARY KEY (issue, kind, subscriber_id)
+    ) {rowid};
+    CREATE TABLE webhook_messages (
+        message_id TEXT PRIMARY KEY,
+        received BIGINT NOT NULL
+    )
+    """,
+)
+
+
+BOUNCE_FEEDBACK = {"bounced": "hard_bounce", "soft": "soft_bounce", "complained": "complaint",
+                   "unsubscribed": "unsubscribe"}  # apply_bounce's outcomes as record_feedback's kinds
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRates:
+    """What came back from one issue: readers sent, and feedback attributed to it (``record_feedback``)."""
+
+    issue: str
+    sent: int
+    hard_bounced: int
+    soft_bounced: int
+    complained: int
+    unsubscribed: int
+
+    @property
+    def complaint_rate(self) -> float:
+        """Complaints per message sent (0 when nothing was sent)."""
+        return self.complained / self.sent if self.sent else 0.0
 
 
 MIGRATIONS += (
@@ -818,7 +913,8 @@ class SqlStore(SubscriberStore):
         return {reason: found.get(reason, 0) for reason in SUPPRESSION_REASONS}
 
     @retried
-    def apply_bounce(self, message_key, outcome, subscriber_id=None, soft_limit=3, soft_days=30, now=None):
+    def apply_bounce(self, message_key, outcome, subscriber_id=None, soft_limit=3, soft_days=30, now=None,
+                     issue=None):
         now = int(time.time() if now is None else now)
         with self._tx() as execute:
             if execute("INSERT INTO bounce_messages VALUES (?, ?, ?) ON CONFLICT (message_key) DO NOTHING "
@@ -830,6 +926,9 @@ class SqlStore(SubscriberStore):
             row = execute("SELECT address, status FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()
             if row is None:
                 return "recorded"
+            # what `digest send --status` and the complaint brake count for the issue
+            self._add_feedback(execute, subscriber_id, issue or self._latest_issue(execute, subscriber_id),
+                               BOUNCE_FEEDBACK[outcome], "bounces")
             if outcome == "soft":
                 execute("INSERT INTO soft_bounces VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                         (subscriber_id, message_key, now))
@@ -1032,6 +1131,9 @@ class SqlStore(SubscriberStore):
                     (int(time.time()), subscriber_id))
             if row is not None:
                 self._suppress(execute, subscriber_id, "unsubscribed", address=row[0])
+                # counted for the latest issue they had: the one they left from, by whichever link
+                self._add_feedback(execute, subscriber_id, self._latest_issue(execute, subscriber_id),
+                                   "unsubscribe", "unsubscribe")
         return row is not None
 
     @retried
@@ -1175,9 +1277,78 @@ class SqlStore(SubscriberStore):
         return added
 
     @retried
-    def resend_ambiguous(self, issue, channel):
-        return self._execute("UPDATE deliveries SET state='pending', updated=? "
-                             "WHERE issue=? AND channel=? AND state='ambiguous'", (_now(), issue, channel)).rowcount
+    def resend_ambiguous(self, issue, channel, when=None):
+        query, args = ("UPDATE deliveries SET state='pending', updated=? WHERE issue=? AND channel=? "
+                       "AND state='ambiguous'"), (_now(), issue, channel)
+        if when is not None:
+            if when not in AMBIGUOUS_WHEN:
+                raise UsageError(f"resend which ambiguous recipients? '{when}': one of {', '.join(AMBIGUOUS_WHEN)}")
+            prefix = AMBIGUOUS_WHEN[when]
+            query, args = query + " AND substr(reply, 1, ?) = ?", args + (len(prefix), prefix)
+        return self._execute(query, args).rowcount
+
+    def channels(self, issue):
+        return [row[0] for row in self._execute("SELECT DISTINCT channel FROM deliveries WHERE issue=? "
+                                                "ORDER BY channel", (issue,))]
+
+    def previous_issue(self, issue, channel):
+        row = self._one("SELECT max(issue) FROM deliveries WHERE channel=? AND issue < ? AND state='sent'",
+                        (channel, issue))
+        return row[0] if row else None
+
+    # --- feedback ---
+    @staticmethod
+    def _latest_issue(execute, subscriber_id: int) -> str | None:
+        row = execute("SELECT issue FROM deliveries WHERE subscriber_id=? AND state='sent' "
+                      "ORDER BY updated DESC, issue DESC LIMIT 1", (subscriber_id,)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _add_feedback(execute, subscriber_id: int, issue: str | None, kind: str, source: str) -> bool:
+        if issue is None:
+            return False
+        return execute("INSERT INTO feedback (issue, subscriber_id, kind, source, at) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT DO NOTHING", (issue, subscriber_id, kind, source[:100], _now())).rowcount == 1
+
+    @retried
+    def record_feedback(self, subscriber_id, issue, kind, source=""):
+        if kind not in FEEDBACK_KINDS:
+            raise UsageError(f"unknown feedback '{kind}'; one of: {', '.join(FEEDBACK_KINDS)}")
+        with self._tx() as execute:
+            if kind in ("hard_bounce", "complaint"):
+                self._lock_subscriber(execute, subscriber_id)
+                execute("UPDATE subscribers SET status='unsubscribed', changed=? WHERE id=? AND status != "
+                        "'unsubscribed'", (_now(), subscriber_id))
+                execute("UPDATE confirmations SET used_at=? WHERE subscriber_id=? AND used_at IS NULL",
+                        (int(time.time()), subscriber_id))
+                reason = "complained" if kind == "complaint" else "bounced"
+                row = execute("SELECT address FROM subscribers WHERE id=?", (subscriber_id,)).fetchone()
+                if row is not None and (reason == "complained" or self._suppressed(execute, row[0]) != "complained"):
+                    self._suppress(execute, subscriber_id, reason)
+            if issue is None:
+                issue = self._latest_issue(execute, subscriber_id)
+            return self._add_feedback(execute, subscriber_id, issue, kind, source)
+
+    def issue_rates(self, issue, channel):
+        sent = self._one("SELECT count(*) FROM deliveries WHERE issue=? AND channel=? AND state='sent'",
+                         (issue, channel))[0]
+        found = dict(self._execute("SELECT kind, count(*) FROM feedback WHERE issue=? GROUP BY kind",
+                                   (issue,)).fetchall())
+        return IssueRates(issue, sent, found.get("hard_bounce", 0), found.get("soft_bounce", 0),
+                          found.get("complaint", 0), found.get("unsubscribe", 0))
+
+    @retried
+    def take_webhook_message(self, message_id, keep):
+        now = int(time.time())
+        with self._tx() as execute:
+            if random.random() < 0.01:  # ids past the freshness window cannot be accepted again anyway
+                execute("DELETE FROM webhook_messages WHERE received < ?", (now - int(keep),))
+            return execute("INSERT INTO webhook_messages VALUES (?, ?) ON CONFLICT DO NOTHING",
+                           (message_id[:200], now)).rowcount == 1
+
+    @retried
+    def release_webhook_message(self, message_id):
+        self._execute("DELETE FROM webhook_messages WHERE message_id=?", (message_id[:200],))
 
     def pending(self, issue, channel, after, limit):
         rows = self._execute(
@@ -1190,7 +1361,7 @@ class SqlStore(SubscriberStore):
     @retried
     def begin_send(self, issue, channel, subscriber_id):
         return self._execute(
-            "UPDATE deliveries SET state='sending', attempts=attempts+1, updated=? "
+            "UPDATE deliveries SET state='sending', reply='', attempts=attempts+1, updated=? "
             "WHERE issue=? AND channel=? AND subscriber_id=? AND state='pending' "
             "AND EXISTS (SELECT 1 FROM subscribers WHERE id=? AND status='confirmed')",
             (_now(), issue, channel, subscriber_id, subscriber_id)).rowcount == 1

@@ -21,12 +21,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 from mailkit import INTRO, WEEK, Recorder, mail_env, write_content
 from smtpkit import running_smtp
 
-from digest.subscribers.store import open_store
+from digest.subscribers.store import AMBIGUOUS_AFTER, AMBIGUOUS_BEFORE, open_store
 
 READERS = 25
 MIN_KILLS = 20
@@ -80,6 +81,7 @@ def test_sigkill_at_random_points_never_sends_twice_or_skips(tmp_path, slow_serv
     rng = random.Random(seed)
     content = write_content(tmp_path, intro=INTRO)
     kills = mid_send = ambiguous_total = rounds = 0
+    by_when: Counter = Counter()  # (before | after the final '.', messages the reader got) -> recipients
     while kills < MIN_KILLS and rounds < 15:
         rounds += 1
         recorder.messages.clear()
@@ -110,9 +112,13 @@ def test_sigkill_at_random_points_never_sends_twice_or_skips(tmp_path, slow_serv
             else:
                 assert states[address] == "ambiguous", (seed, address, states[address])
         ambiguous_total += counts["ambiguous"]
+        for row in store.deliveries(WEEK, "smtp", "ambiguous"):  # each says when its sender stopped
+            when = "before" if row.reply.startswith(AMBIGUOUS_BEFORE) else "after"
+            assert row.reply.startswith((AMBIGUOUS_BEFORE, AMBIGUOUS_AFTER)), row.reply
+            by_when[when, len(recorder.to(row.address))] += 1
         store.close()
     print(f"seed {seed}: {rounds} rounds, {kills} kills ({mid_send} while sending), "
-          f"{ambiguous_total} ambiguous recipient(s) reported")
+          f"{ambiguous_total} ambiguous recipient(s) reported; by (when, received): {dict(by_when)}")
     assert kills >= MIN_KILLS
     assert mid_send >= MIN_KILLS // 2  # most kills landed while messages were going out
 

@@ -62,3 +62,21 @@ def test_the_readers_own_confirmation_lifts_a_bounce(store):
     _, confirmation = store.request_confirmation("reader@example.org", (), 600, 3600)
     assert store.confirm(confirmation.id)[0] == "confirmed"
     assert store.suppression("reader@example.org") is None and store.get(reader.id).status == "confirmed"
+
+
+def test_what_digest_bounces_applies_counts_in_the_rates_of_the_issue_it_names(store_location):
+    store = open_store(store_location)
+    readers = [store.add(f"r{i}@example.org")[0] for i in range(4)]
+    store.queue("2016-W28", "smtp")
+    for reader in readers:
+        assert store.begin_send("2016-W28", "smtp", reader.id)
+        store.finish("2016-W28", "smtp", reader.id, "sent")
+    store.apply_bounce("m1", "bounced", readers[0].id, issue="2016-W28")
+    store.apply_bounce("m2", "complained", readers[1].id)  # no token: the latest issue they were sent
+    store.apply_bounce("m3", "soft", readers[2].id, issue="2016-W28")
+    store.apply_bounce("m3", "soft", readers[2].id, issue="2016-W28")  # the same message again: counted once
+    store.apply_bounce("m4", "unsubscribed", readers[3].id, issue="2016-W28")
+    rates = store.issue_rates("2016-W28", "smtp")
+    assert (rates.sent, rates.hard_bounced, rates.soft_bounced, rates.complained, rates.unsubscribed) == (4, 1, 1, 1, 1)
+    assert rates.complaint_rate == 0.25
+    store.close()
