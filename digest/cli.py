@@ -330,8 +330,20 @@ def _subscribers_rotate_key(args, store) -> int:
     return 0
 
 
+def _subscribers_suppressed(args, store) -> int:
+    """Addresses that no import, add or stranger's form post may sign up again, by reason: the store
+    keeps a keyed hash of each, never the address, so none can be listed."""
+    suppressed = store.suppression_counts()
+    for reason, count in suppressed.items():
+        print(f"{reason:<13} {count}")
+    print(f"{'total':<13} {sum(suppressed.values())} (kept as keyed hashes: no address can be shown; only "
+          "the reader's own confirmation lifts one)")
+    return 0
+
+
 SUBSCRIBER_ACTIONS = {"list": _subscribers_list, "remove": _subscribers_remove, "export": _subscribers_export,
-                      "purge": _subscribers_purge, "rotate-key": _subscribers_rotate_key}
+                      "purge": _subscribers_purge, "rotate-key": _subscribers_rotate_key,
+                      "suppressed": _subscribers_suppressed}
 
 
 def cmd_subscribers(args) -> int:
@@ -620,6 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("file", type=Path)
     a.add_argument("--pending", action="store_true", help="rows without a status column are not confirmed yet")
     actions.add_parser("count", help="how many subscribers, per status")
+    actions.add_parser("suppressed", help="how many addresses are suppressed, per reason (unsubscribed, bounced, "
+                       "complained)")
     a = actions.add_parser("list", help="one line per subscriber: id, status, date, keyed hash, topics",
                            description="List subscribers. Addresses are shown only with --addresses.")
     a.add_argument("--status", choices=("pending", "confirmed", "unsubscribed"))

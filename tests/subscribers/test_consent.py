@@ -94,4 +94,7 @@ def test_the_cli_reports_how_many_it_skipped_and_why_without_addresses(store_loc
     assert "@" not in out + err
     code, out, _ = run("count")
     assert "suppressed    2 (unsubscribed 2, bounced 0, complained 0)" in out and "@" not in out
+    code, out, _ = run("suppressed")
+    assert code == 0 and out.split()[:6] == ["unsubscribed", "2", "bounced", "0", "complained", "0"]
+    assert "@" not in out
     store.close()
