@@ -59,12 +59,22 @@ class Finding:
     record: str = ""  # what to publish or set to fix it, printed as it is (e.g. a DNS record)
 
 
-def finding_lines(findings, topics: Mapping[str, str]) -> list[str]:
-    """Two lines a finding, English then Korean, and its record (if any) on a third."""
+def finding_lines(findings, topics: Mapping[str, str], before: tuple[str, str] | None = None,
+                  ready: tuple[str, str] | None = None) -> list[str]:
+    """Two lines a finding, English then Korean, and its record (if any) on a third; with ``before``
+    and ``ready`` ((English, Korean) each), a last line counting the problems to fix before what
+    ``before`` names ('serving'), or saying ``ready``."""
     lines = []
     for f in findings:
         lines.append(f"{LEVELS[f.level]:<5} {f.topic:<9} {f.english}")
         lines.append(f"{'':<5} {topics[f.topic]:<9} {f.korean}")
         if f.record:
             lines.append(f"{'':<5} {'':<9} → {f.record}")
+    if before is None or ready is None:
+        return lines
+    failed = sum(f.level == "fail" for f in findings)
+    if failed:
+        lines.append(f"{failed} problem(s) to fix before {before[0]} · {before[1]} 고칠 문제 {failed}개")
+    else:
+        lines.append(f"{ready[0]} · {ready[1]}")
     return lines

@@ -369,6 +369,21 @@ class SmtpTransport:
         return classify(code, text)
 
 
+def write_file_once(path: Path, message: bytes, commit: Callable[[], bool], withdrawn: str) -> Outcome:
+    """A message as a file, the way SMTP sends one: written beside ``path`` first, then ``commit()``
+    (the ledger's point of no return), then renamed into place; ``withdrawn`` says why when commit
+    refuses (the file is never seen)."""
+    try:
+        tmp = beside(path, message, private=True)
+    except OSError as exc:
+        return Outcome("lost", f"cannot write {exc.filename}: {exc.strerror}")
+    if not commit():
+        tmp.unlink(missing_ok=True)
+        return Outcome("withdrawn", withdrawn)
+    os.replace(tmp, path)
+    return Outcome("sent", f"written to {path.name}")
+
+
 class OutboxTransport:
     """Writes each message to outbox/<week>/mail/<id>-<keyed hash>.eml, atomically (no address in names)."""
 
@@ -386,16 +401,7 @@ class OutboxTransport:
 
     def deliver(self, sender: str, recipient: Subscriber, message: bytes, commit: Callable[[], bool],
                 ended: Callable[[], object] | None = None) -> Outcome:
-        path = self.path(recipient)
-        try:
-            tmp = beside(path, message, private=True)
-        except OSError as exc:
-            return Outcome("lost", f"cannot write {exc.filename}: {exc.strerror}")
-        if not commit():
-            tmp.unlink(missing_ok=True)
-            return Outcome("withdrawn", "no longer subscribed")
-        os.replace(tmp, path)
-        return Outcome("sent", f"written to {path.name}")
+        return write_file_once(self.path(recipient), message, commit, "no longer subscribed")
 
     def drop(self) -> None:
         pass

@@ -50,13 +50,8 @@ _SECOND_LEVEL = frozenset({"co.kr", "or.kr", "ne.kr", "ac.kr", "go.kr", "re.kr",
 
 
 def doctor_lines(findings: list[Finding]) -> list[str]:
-    lines = finding_lines(findings, TOPICS)
-    failed = sum(f.level == "fail" for f in findings)
-    if failed:
-        lines.append(f"{failed} problem(s) to fix before the first send · 첫 발송 전에 고칠 문제 {failed}개")
-    else:
-        lines.append("ready to send · 보낼 준비가 되었습니다")
-    return lines
+    return finding_lines(findings, TOPICS, before=("the first send", "첫 발송 전에"),
+                         ready=("ready to send", "보낼 준비가 되었습니다"))
 
 
 # --- DNS ---------------------------------------------------------------------------------------

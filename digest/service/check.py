@@ -47,13 +47,8 @@ def check_setup(env: Mapping, config: dict, host: str | None = None, port: int |
 
 
 def report_lines(findings: list[Finding]) -> list[str]:
-    lines = finding_lines(findings, TOPICS)
-    failed = sum(f.level == "fail" for f in findings)
-    if failed:
-        lines.append(f"{failed} problem(s) to fix before serving · 시작하기 전에 고칠 문제 {failed}개")
-    else:
-        lines.append("ready to serve · 시작할 준비가 되었습니다")
-    return lines
+    return finding_lines(findings, TOPICS, before=("serving", "시작하기 전에"),
+                         ready=("ready to serve", "시작할 준비가 되었습니다"))
 
 
 # --- settings ----------------------------------------------------------------------------------

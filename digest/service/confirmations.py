@@ -30,8 +30,7 @@ from pathlib import Path
 
 from digest.content.model import SEOUL
 from digest.errors import DigestError, StoreError
-from digest.files import beside
-from digest.mail.deliver import Outcome, SmtpTransport
+from digest.mail.deliver import Outcome, SmtpTransport, write_file_once
 from digest.mail.message import CRLF, MailSettings, base64_lines, fold_address, header_bytes, subject_line
 from digest.subscribers.store import OutboxMail, Subscriber, SubscriberStore, keyed_hash
 from digest.templates import environment
@@ -86,15 +85,7 @@ class FileTransport:
         self.folder.mkdir(parents=True, exist_ok=True)
         who = keyed_hash(self.secret, recipient.address)
         path = self.folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}-{who}.eml"
-        try:
-            tmp = beside(path, message, private=True)
-        except OSError as exc:
-            return Outcome("lost", f"cannot write {exc.filename}: {exc.strerror}")
-        if not commit():
-            tmp.unlink(missing_ok=True)
-            return Outcome("withdrawn", "claimed by another sender")
-        os.replace(tmp, path)
-        return Outcome("sent", f"written to {path.name}")
+        return write_file_once(path, message, commit, "claimed by another sender")
 
     def close(self) -> None:
         pass
