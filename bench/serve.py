@@ -61,7 +61,7 @@ def free_port() -> int:
 
 def start(folder: Path, store: str | None, port: int) -> subprocess.Popen:
     """`digest serve` on ``store`` (None: the ceiling app), once /health answers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_") or k == "DIGEST_STORE_POOL"}
     env.update({"DIGEST_STORE": store or "", "DIGEST_SITE_URL": SITE + "/", "PYTHONPATH": str(ROOT),
                 "DIGEST_SERVE_IP_LIMIT": "1000000000/60", "DIGEST_SERVE_ADDRESS_LIMIT": "1000/60"})
     command = ([sys.executable, "-c", CEILING_APP, str(port)] if store is None else
