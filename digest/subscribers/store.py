@@ -738,6 +738,12 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # Each reader's deliveries, newest first: an unsubscribe or a bounce is counted for the latest
+    # issue the reader had (SqlStore._latest_issue), which without it read the whole ledger.
+    "CREATE INDEX deliveries_by_subscriber ON deliveries (subscriber_id, updated)",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AddOutcome:
