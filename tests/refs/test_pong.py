@@ -404,3 +404,113 @@ def test_trend_is_the_recent_slope_per_thousand_episodes():
     assert pong.running_reward_trend(running, window=20_000) < 0.5  # a longer window dilutes it
     assert pong.running_reward_trend([3.0, 1.0]) == pytest.approx(-2000.0)  # falling: negative
     assert pong.running_reward_trend([-21.0]) == 0.0  # one episode has no slope
+
+
+# ---------------------------------------------------------------- training past the target
+def scheduled_play(schedule: list[tuple[int, int]], calls: list):
+    """A stand-in for the policy's games: the n-th evaluation wins schedule[n][1] of its games."""
+    def play(n_games, final):
+        games, wins = schedule[len(calls)]
+        assert games == n_games
+        calls.append((n_games, final))
+        return {"eval.games": games, "eval.win_rate": wins / games, "eval.points_for_mean": 20.0,
+                "eval.points_against_mean": 19.0}
+    return play
+
+
+def test_the_stop_rule_fires_exactly_when_a_final_evaluation_wins_enough():
+    args = pong.Args(eval_every=500, eval_check_games=30, eval_final_games=100, target_win_rate=0.55)
+    L = pong.Learner(pong.Args(hidden=4))
+    assert not pong.stop_rule_met(args, L) and pong.next_evaluation(args, L) == -1  # target not reached
+    L.target_episode = 1000
+    assert not pong.stop_rule_met(args, L) and pong.next_evaluation(args, L) == 1500
+    # checks of 30 games: 16 wins (53 %) is below 55 %, 17 (57 %) calls 100 games; 54 of 100 go on, 55 stop
+    schedule = [(30, 10), (30, 16), (30, 17), (100, 54), (30, 12), (30, 17), (100, 55)]
+    calls, seen, stopped_at = [], [], None
+    play = scheduled_play(schedule, calls)
+    for episodes in range(1000, 5000, 7):  # round ends: 7 more episodes each
+        L.episodes = episodes
+        seen += [(e["episode"], e["games"], e["wins"], e["final"]) for e in pong.evaluate_past_target(args, L, play)]
+        L.finished = pong.stop_rule_met(args, L)
+        if L.finished:
+            stopped_at = episodes
+            break
+    assert seen == [(1504, 30, 10, False), (2001, 30, 16, False), (2505, 30, 17, False), (2505, 100, 54, True),
+                    (3002, 30, 12, False), (3506, 30, 17, False), (3506, 100, 55, True)]
+    assert stopped_at == 3506 and len(calls) == len(schedule)
+    assert pong.evaluate_past_target(args, L, play) == []  # a finished run evaluates no more
+    m = pong.evaluation_metrics(L)
+    assert (m["evals.checks"], m["evals.finals"], m["evals.last_episode"]) == (5, 2, 3506)
+    assert m["evals.first_above_half_episode"] == 2001 and m["evals.last_win_rate"] == pytest.approx(17 / 30)
+    assert m["evals.best_final_win_rate"] == pytest.approx(0.55) and m["target_episode"] == 1000
+    # without evaluations (eval_every 0, the quick profile and the run up to episode 49,440) the target ends it
+    assert pong.stop_rule_met(pong.Args(eval_every=0), L)
+
+
+def test_evaluation_history_survives_a_checkpoint_round_trip_and_old_checkpoints_load(tmp_path):
+    args = small_args(eval_every=500)
+    L = pong.Learner(args)
+    L.episodes, L.updates, L.target_episode, L.episodes_to_target = 1234, 123, 1000, 998
+    L.evaluations = [{"episode": 1500, "update": 150, "games": 30, "wins": 17, "points_for": 20.1,
+                      "points_against": 19.5, "final": False, "seconds": 40.2},
+                     {"episode": 1500, "update": 150, "games": 100, "wins": 51, "points_for": 19.9,
+                      "points_against": 19.8, "final": True, "seconds": 130.0}]
+    L.save(tmp_path / "checkpoint.npz")
+    again = pong.Learner.load(tmp_path / "checkpoint.npz", args)
+    assert again.evaluations == L.evaluations and again.target_episode == 1000 and not again.finished
+    assert pong.next_evaluation(args, again) == 2000
+    # a format-1 checkpoint from before evaluations (finished at its target) still loads: it trains on
+    ck = read_checkpoint(tmp_path / "checkpoint.npz")
+    meta = {k: v for k, v in ck["meta"].items() if k not in ("target_episode", "evaluations")}
+    meta["finished"] = True
+    arrays = {k: v for k, v in ck.items() if k != "meta"}
+    np.savez(tmp_path / "old.npz", **arrays, meta=np.array(json.dumps(meta)))
+    old = pong.Learner.load(tmp_path / "old.npz", args)
+    assert (old.target_episode, old.evaluations, old.finished) == (1234, [], False)
+    assert pong.next_evaluation(args, old) == 1734
+    assert pong.Learner.load(tmp_path / "old.npz", small_args()).finished  # eval_every 0: done at the target
+    np.testing.assert_array_equal(old.W1T, L.W1T)
+
+
+def test_evaluations_change_nothing_the_learning_sees(monkeypatch):
+    """Training past the target with evaluations every 10 episodes learns exactly what the same run
+    without them learns."""
+    calls = []
+
+    def fake_evaluate(args, W1T, W2, n_games, rngs=None):
+        calls.append((n_games, rngs is None))
+        return {"eval.games": n_games, "eval.win_rate": 0.0, "eval.points_for_mean": 0.0,
+                "eval.points_against_mean": 21.0}
+
+    monkeypatch.setattr(pong, "evaluate", fake_evaluate)
+    past, _ = pong.train(small_args(target_running_reward=-100.0, eval_every=10, eval_check_games=3, max_episodes=40))
+    plain, _ = pong.train(small_args(target_running_reward=100.0, max_episodes=40))
+    np.testing.assert_array_equal(past.W1T, plain.W1T)
+    np.testing.assert_array_equal(past.W2, plain.W2)
+    assert past.curve["reward"] == plain.curve["reward"] and past.env_steps == plain.env_steps
+    assert past.target_episode >= 10 and not past.finished and past.episodes >= 40
+    assert len(past.evaluations) == len(calls) >= 2 and all(n == 3 and not final for n, final in calls)
+    # the k-th at the first round end from target_episode + 10 k on (a round of 4 envs ends up to 4 episodes)
+    for k, e in enumerate(past.evaluations, start=1):
+        assert 0 <= e["episode"] - (past.target_episode + 10 * k) < 4 and e["games"] == 3
+
+
+def test_the_committed_checkpoint_continues_the_finished_full_run():
+    """The full run's results (episode 49,440) are the start of the committed checkpoint's curve:
+    the continuation trains on from their checkpoint, with the rule of training past the target."""
+    results = json.loads((REF_DIR / "results" / "full" / "results.json").read_text())["metrics"]
+    args, _ = pong.parse_args(["--profile", "full", "--out", "unused"])
+    L = pong.Learner.load(REF_DIR / "state" / "full" / "checkpoint.npz", args)
+    n = results["episodes"]
+    assert L.episodes >= n and L.target_episode == n and L.episodes_to_target == results["episodes_to_target"]
+    assert L.curve["running"][n - 1] == results["final_running_reward"]
+    assert args.eval_every == 500 and args.eval_episodes == args.eval_final_games == 100
+    assert all(e["episode"] >= n + 500 for e in L.evaluations)
+
+
+def test_the_win_rate_interval_is_wilsons():
+    # 45 of 100: 35.6 % to 54.8 % (the textbook values); 9 of 20: 25.8 % to 65.8 %
+    assert pong.wilson_interval(45, 100) == pytest.approx((0.3561, 0.5475), abs=1e-4)
+    assert pong.wilson_interval(9, 20) == pytest.approx((0.2582, 0.6579), abs=1e-4)
+    low, high = pong.wilson_interval(0, 2)
+    assert low == pytest.approx(0.0, abs=1e-12) and 0.6 < high < 0.9

@@ -60,7 +60,18 @@ learning curve so far, a clip of the checkpoint's policy playing and its first-l
 which the site shows while a long run is unfinished.
 
 Evaluation: `eval_episodes` full games (to 21) against the built-in AI, actions sampled
-from the policy as in training.
+from the policy as in training, on fixed emulator seeds and a fixed action stream.
+
+Training past the running-reward target (`eval_every` > 0, the full profile since episode
+49,440): reaching the target no longer ends the run.  From the update that reached it (the
+"target episode"), every `eval_every` episodes the current policy plays `eval_check_games`
+games (fixed seeds of their own, so checks differ only by the policy); when such a check wins
+at least `target_win_rate` of its games, the policy also plays `eval_final_games` games on the
+final evaluation's seeds, and the run stops once one of those wins at least `target_win_rate`.
+Each evaluation (episode, update, games, wins, points) is kept in the checkpoint
+(`evaluations`, with `target_episode`; a format-1 checkpoint without them loads as one whose run
+stopped at the target and has no evaluations yet).  Evaluations change nothing the learning
+sees (their own RNGs and emulators; the training envs wait) and their time is not training time.
 """
 
 from __future__ import annotations
@@ -110,6 +121,11 @@ class Args:
     max_episode_steps: int = 0  # cut episodes after this many agent steps (0 = play full games)
     # --- run length ---
     target_running_reward: float = 0.0  # stop at the first update after the running reward exceeds this
+    # ...or, with eval_every > 0, train on from there until evaluations win (module docstring)
+    eval_every: int = 0  # episodes between check evaluations after the target (0: stop at the target)
+    eval_check_games: int = 30  # games of each check evaluation
+    eval_final_games: int = 100  # games of the evaluation that can stop the run
+    target_win_rate: float = 0.55  # a check at this win rate calls the final evaluation; a final one stops
     # safety stops, far beyond the pace measured here (docs/dev/pong.md: running reward -9.5 at
     # 26,000 episodes and 9 hours on 2 cores), so that they never end the full run short of its target
     max_episodes: int = 200_000
@@ -128,7 +144,8 @@ class Args:
 PROFILES = {
     "quick": dict(max_episodes=30, max_episode_steps=300, eval_episodes=2, gif_max_frames=150,
                   checkpoint_every=1, log_seconds=5.0),
-    "full": dict(),
+    # trains on past the running reward's target until 100 games win 55 % (the final evaluation is those games)
+    "full": dict(eval_every=500, eval_episodes=100),
 }
 
 D = 80 * 80  # input pixels
@@ -160,6 +177,13 @@ def env_seeds(seed: int, generation: int, n: int) -> list[int]:
 def eval_rngs(seed: int) -> tuple[np.random.Generator, list[int]]:
     """Action RNG and emulator seeds of the evaluation (and the play GIF)."""
     return np.random.default_rng([seed, 3]), env_seeds(seed, 10**9, 256)
+
+
+def check_rngs(seed: int) -> tuple[np.random.Generator, list[int]]:
+    """Action RNG and emulator seeds of the check evaluations during training past the target: the
+    same games' seeds at every check, other than the final evaluation's (which a check calls: its
+    games must not be those that called it)."""
+    return np.random.default_rng([seed, 4]), env_seeds(seed, 10**9 + 1, 256)
 
 
 # ---------------------------------------------------------------- environment
@@ -303,6 +327,8 @@ class Learner:
         self.wall_seconds = 0.0
         self.running_reward: float | None = None
         self.episodes_to_target = -1
+        self.target_episode = -1  # episode count at the first update after the target
+        self.evaluations: list[dict] = []  # evaluations while training past the target, in order
         self.finished = False
         self.curve = {k: [] for k in ("reward", "running", "length", "wall")}
         self.w2_history = {0: self.W2.copy()}  # W2 of each update number still referenced
@@ -377,6 +403,7 @@ class Learner:
         arrays = {k: getattr(self, k) for k in self.ARRAYS if hasattr(self, k)}
         arrays.update({f"curve_{k}": np.asarray(v, dtype=float) for k, v in self.curve.items()})
         meta = {k: getattr(self, k) for k in self.COUNTERS}
+        meta["target_episode"], meta["evaluations"] = self.target_episode, self.evaluations
         meta["args"] = dataclasses.asdict(self.args)
         arrays["meta"] = np.array(json.dumps(meta))
         arrays["rng_state"] = np.array(json.dumps(self.rng.bit_generator.state))
@@ -404,8 +431,75 @@ class Learner:
             self.rng.bit_generator.state = json.loads(str(z["rng_state"]))
         for k in self.COUNTERS:
             setattr(self, k, meta[k])
+        # added later in format 1: a checkpoint without them was finished exactly at the target
+        self.target_episode = meta.get("target_episode", self.episodes if self.finished else -1)
+        self.evaluations = [dict(e) for e in meta.get("evaluations", [])]
+        self.finished = stop_rule_met(args, self)  # the rule of this run (a profile may train on)
         self.w2_history = {self.updates: self.W2.copy()}
         return self
+
+
+# ---------------------------------------------------------------- training past the target
+def stop_rule_met(args: Args, L: Learner) -> bool:
+    """Has the run reached its end?  At the target (eval_every 0), or at a final evaluation that won."""
+    if L.target_episode < 0:
+        return False
+    if args.eval_every <= 0:
+        return True
+    return any(e["games"] >= args.eval_final_games and e["wins"] / e["games"] >= args.target_win_rate
+               for e in L.evaluations)
+
+
+def next_evaluation(args: Args, L: Learner) -> int:
+    """The episode count at which the next check evaluation is due (-1: none is)."""
+    if L.target_episode < 0 or args.eval_every <= 0:
+        return -1
+    last = max([L.target_episode, *(e["episode"] for e in L.evaluations)])
+    return L.target_episode + args.eval_every * ((last - L.target_episode) // args.eval_every + 1)
+
+
+def evaluate_past_target(args: Args, L: Learner, play=None) -> list[dict]:
+    """Round end, training past the target: the evaluations due now (a check; a final one when the
+    check wins enough), appended to L.evaluations and returned.  `play(n_games, final)` plays the
+    policy and returns evaluate()'s numbers (tests give a schedule)."""
+    due = next_evaluation(args, L)
+    if due < 0 or L.episodes < due or L.finished:
+        return []
+    if play is None:
+        def play(n_games, final):
+            return evaluate(args, L.W1T, L.W2, n_games, rngs=None if final else check_rngs(args.seed))
+    done = []
+    for final, n_games in ((False, args.eval_check_games), (True, args.eval_final_games)):
+        t0 = time.perf_counter()
+        got = play(n_games, final)
+        games = int(got["eval.games"])
+        record = {"episode": L.episodes, "update": L.updates, "games": games,
+                  "wins": int(round(got["eval.win_rate"] * games)),
+                  "points_for": got["eval.points_for_mean"], "points_against": got["eval.points_against_mean"],
+                  "final": final, "seconds": round(time.perf_counter() - t0, 1)}
+        L.evaluations.append(record)
+        done.append(record)
+        log(f"evaluation at episode {L.episodes}: {record['wins']} of {games} games won "
+            f"({record['points_for']:.1f} vs {record['points_against']:.1f} points){' (final)' if final else ''}")
+        if record["wins"] / games < args.target_win_rate:  # (55 / 100 is 0.55; 0.55 * 100 is not 55)
+            break
+    return done
+
+
+def evaluation_metrics(L: Learner) -> dict:
+    """The evaluations while training past the target, as the engine's metrics (-1: none yet)."""
+    checks = [e for e in L.evaluations if not e["final"]]
+    finals = [e for e in L.evaluations if e["final"]]
+    above = [e["episode"] for e in checks if e["wins"] > 0.5 * e["games"]]
+    last = checks[-1] if checks else None
+    return {
+        "target_episode": L.target_episode,
+        "evals.checks": len(checks), "evals.finals": len(finals),
+        "evals.last_episode": last["episode"] if last else -1,
+        "evals.last_win_rate": last["wins"] / last["games"] if last else -1,
+        "evals.first_above_half_episode": above[0] if above else -1,
+        "evals.best_final_win_rate": max((e["wins"] / e["games"] for e in finals), default=-1),
+    }
 
 
 # ---------------------------------------------------------------- environments in workers
@@ -596,9 +690,14 @@ class RunClock:
         args, L, now = self.args, self.L, time.perf_counter()
         L.wall_seconds += now - self.last
         self.last = now
-        L.finished = L.episodes_to_target >= 0 and updates_applied > 0  # reached the target: done for good
+        if L.target_episode < 0 and L.episodes_to_target >= 0 and updates_applied > 0:
+            L.target_episode = L.episodes  # the first update after the target
+        evaluated = evaluate_past_target(args, L)
+        if evaluated:  # evaluation time is not training time
+            now = self.last = time.perf_counter()
+        L.finished = stop_rule_met(args, L)
         stop = L.finished or L.episodes >= args.max_episodes or L.wall_seconds >= args.max_wall_seconds
-        due = (now - self.last_ckpt >= args.checkpoint_seconds
+        due = (bool(evaluated) or now - self.last_ckpt >= args.checkpoint_seconds
                or (updates_applied > 0 and L.updates - self.ckpt_updates >= args.checkpoint_every))
         if self.state_dir is not None and (stop or due):
             L.save(self.state_dir / "checkpoint.npz")
@@ -710,10 +809,11 @@ def train_faithful(args: Args, L: Learner, state_dir: Path | None) -> dict:
 
 
 # ---------------------------------------------------------------- evaluation and play
-def evaluate(args: Args, W1T, W2, n_games: int) -> dict:
+def evaluate(args: Args, W1T, W2, n_games: int, rngs=None) -> dict:
     """n_games full games, actions sampled as in training.  Env e plays its first
-    quota[e] games (not the first n_games to finish, which would favour short games)."""
-    rng, seeds = eval_rngs(args.seed)
+    quota[e] games (not the first n_games to finish, which would favour short games).
+    `rngs`: (action RNG, emulator seeds), the final evaluation's (eval_rngs) unless given."""
+    rng, seeds = rngs or eval_rngs(args.seed)
     E = max(1, min(args.num_envs, n_games))
     quota = [n_games // E + (e < n_games % E) for e in range(E)]
     pool = EnvPool(seeds[:E], args.num_workers, args.env_groups, 0)
@@ -738,8 +838,18 @@ def evaluate(args: Args, W1T, W2, n_games: int) -> dict:
     finally:
         pool.close()
     games = np.array(games)
-    return {"eval.games": len(games), "eval.win_rate": float(np.mean(games[:, 0] > games[:, 1])),
+    wins = int(np.sum(games[:, 0] > games[:, 1]))
+    low, high = wilson_interval(wins, len(games))
+    return {"eval.games": len(games), "eval.win_rate": wins / len(games),
+            "eval.win_rate_low": low, "eval.win_rate_high": high,
             "eval.points_for_mean": float(games[:, 0].mean()), "eval.points_against_mean": float(games[:, 1].mean())}
+
+
+def wilson_interval(wins: int, games: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a win rate (stays inside [0, 1], sane at 0 or all wins)."""
+    p, n = wins / games, games
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - half) / (1 + z * z / n)), float((centre + half) / (1 + z * z / n))
 
 
 def record_play(args: Args, W1T, W2, path: Path) -> dict:
@@ -889,7 +999,7 @@ def check_actions(seed: int) -> int:
 def self_checks(args: Args) -> dict:
     rng = np.random.default_rng([args.seed, 99])
     short = dataclasses.replace(args, faithful=False, max_episodes=args.determinism_episodes,
-                                max_episode_steps=150, log_seconds=1e9)
+                                max_episode_steps=150, log_seconds=1e9, eval_every=0)
     runs = [train(short)[0] for _ in range(2)]
     L = runs[0]
     x = preprocess(np.zeros((210, 160, 3), np.uint8))
@@ -931,8 +1041,23 @@ def plot_learning_curve(L: Learner, out: Path, title: str = "Pong from pixels: R
     ax.set(xlabel="에피소드", ylabel="보상 (득점 − 실점)", ylim=(-21.5, 21.5),
            xlim=(0, max(L.episodes, 1) * 1.05), title=title)
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    handles, labels = ax.get_legend_handles_labels()
+    if L.evaluations:  # training past the target: each evaluation's win rate, on its own axis
+        from matplotlib.ticker import PercentFormatter
+
+        ev = ax.twinx()
+        for final, style, label in ((False, dict(color="C2", marker="o", ms=3, lw=0.8), "평가 승률 (30판)"),
+                                    (True, dict(color="C1", marker="*", ms=9, ls="none"), "최종 평가 승률 (100판)")):
+            marks = [e for e in L.evaluations if e["final"] == final]
+            if marks:
+                ev.plot([e["episode"] for e in marks], [e["wins"] / e["games"] for e in marks], label=label, **style)
+        ev.axhline(0.5, color="C2", lw=0.5, ls=":")
+        ev.set(ylim=(0, 1), ylabel="내장 AI와의 평가 승률")
+        ev.yaxis.set_major_formatter(PercentFormatter(1.0))
+        more = ev.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
     # the curve climbs through the lower right; a label beside the marker would sit under the legend
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    ax.legend(handles, labels, loc="upper left", fontsize=8, framealpha=0.9)
     save_figure(fig, out, "learning_curve", bbox_inches="tight")
 
 
@@ -997,6 +1122,7 @@ def running_reward_trend(running: list[float], window: int = TREND_EPISODES) -> 
 def training_metrics(L: Learner) -> dict:
     """The learning so far, as the engine's metrics (see ref.yml)."""
     return {
+        **evaluation_metrics(L),
         "trend_per_1000_episodes": running_reward_trend(L.curve["running"]),
         "episodes": L.episodes, "updates": L.updates, "env_steps": L.env_steps,
         "wall_seconds": L.wall_seconds, "wall_hours": L.wall_seconds / 3600,
