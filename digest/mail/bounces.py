@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digest.errors import DeliveryError, MailSettingsError, UsageError
-from digest.mail.message import BOUNCE_LOCAL, MailSettings, read_bounce_token, setting
+from digest.mail.message import BOUNCE_LOCAL, MailSettings, password_setting, read_bounce_token, setting
 from digest.subscribers.store import SubscriberStore, keyed_hash
 
 MAX_BYTES = 256 * 1024  # of a message: the report parts come first; the rest is a returned attachment
@@ -416,12 +416,7 @@ def imap_settings(env: dict, config: dict) -> ImapSettings:
         port = int(setting(env, config, "imap", "port", 993 if security == "tls" else 143))
     except ValueError:
         raise MailSettingsError("DIGEST_IMAP_PORT must be a number") from None
-    password = env.get("DIGEST_IMAP_PASSWORD", "")
-    if not password and (file := setting(env, config, "imap", "password_file")):
-        try:
-            password = Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise MailSettingsError(f"cannot read the IMAP password file {file}: {exc.strerror}") from None
+    password = password_setting(env, config, "imap")
     username = setting(env, config, "imap", "username", "")
     if not username or not password:
         raise MailSettingsError("set DIGEST_IMAP_USERNAME and DIGEST_IMAP_PASSWORD (or [imap] password_file): "

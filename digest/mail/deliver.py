@@ -46,7 +46,7 @@ from pathlib import Path
 
 from digest.errors import AddressInvalid, ComplaintRateTooHigh, DeliveryError, MailSettingsError, SendPaused
 from digest.files import beside
-from digest.mail.message import MessageTemplate, setting
+from digest.mail.message import MessageTemplate, password_setting, setting
 from digest.subscribers.store import (
     AMBIGUOUS_AFTER,
     AMBIGUOUS_BEFORE,
@@ -111,12 +111,7 @@ def smtp_settings(env: dict, config: dict) -> SmtpSettings:
         raise MailSettingsError(f"DIGEST_SMTP_SECURITY is '{security}'; use starttls, tls or none")
     port = _number(setting(env, config, "smtp", "port", {"tls": 465, "starttls": 587}.get(security, 25)),
                    "DIGEST_SMTP_PORT", int)
-    password = env.get("DIGEST_SMTP_PASSWORD", "")
-    if not password and (file := setting(env, config, "smtp", "password_file")):
-        try:
-            password = Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise MailSettingsError(f"cannot read the SMTP password file {file}: {exc.strerror}") from None
+    password = password_setting(env, config, "smtp")
     username = setting(env, config, "smtp", "username", "")
     if password and not username:  # we log in only with a username: the password would be ignored
         what = "DIGEST_SMTP_PASSWORD" if env.get("DIGEST_SMTP_PASSWORD") else "the SMTP password file"

@@ -223,6 +223,17 @@ def setting(env: dict, config: dict, table: str, key: str, default=None):
 _SITE_URL_LINE = re.compile(r"""(?m)^site_url:\s*(?:!ENV\s*\[\s*\w+\s*,\s*)?['"]?([^'"\s,\]]+)""")
 
 
+def password_setting(env: dict, config: dict, table: str) -> str:
+    """DIGEST_<TABLE>_PASSWORD (environment only), else the file ``[table] password_file`` names."""
+    password = env.get(f"DIGEST_{table.upper()}_PASSWORD", "")
+    if not password and (file := setting(env, config, table, "password_file")):
+        try:
+            password = Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise MailSettingsError(f"cannot read the {table.upper()} password file {file}: {exc.strerror}") from None
+    return password
+
+
 def site_url_default(mkdocs_yml: Path = Path("mkdocs.yml")) -> str:
     try:
         found = _SITE_URL_LINE.search(mkdocs_yml.read_text(encoding="utf-8"))
